@@ -1,0 +1,56 @@
+"""The ``callcenter`` command.
+
+    callcenter serve [--host H] [--port P]   run the CRM (ASGI: pages, WebSocket, bridge endpoint)
+    callcenter demo                           set up a SQLite demo database and run the product
+    callcenter seed-demo                      load the demo data (idempotent)
+    callcenter bridge ...                     the bridge daemon and its tools (run, replay, capture, ...)
+    callcenter pbxsim ...                     the simulated PBX (speaks AMI on a TCP port)
+    callcenter <django command> ...           any Django management command (migrate, createsuperuser, ...)
+
+Bridge and simulator commands never load Django: they run on a desk or beside the PBX without the CRM installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+# Sub-commands that live outside Django; each module exposes main(argv) -> int.
+_STANDALONE = {
+    "bridge": "callcenter.bridge.cli",
+    "pbxsim": "callcenter.pbxsim.cli",
+}
+_CRM_ALIASES = {"serve": "serve", "demo": "demo", "seed-demo": "seed_demo", "replay": "replay"}
+
+
+def _usage() -> str:
+    return (__doc__ or "").strip() + "\n"
+
+
+def _django_main(argv: Sequence[str]) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.crm.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["callcenter", *argv])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(_usage())
+        return 0
+    command, rest = args[0], args[1:]
+    if command in _STANDALONE:
+        module = importlib.import_module(_STANDALONE[command])
+        entry: Callable[[list[str]], int] = module.main
+        return entry(rest)
+    if command in _CRM_ALIASES:
+        return _django_main([_CRM_ALIASES[command], *rest])
+    return _django_main(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
