@@ -1,0 +1,123 @@
+"""Calls as the CRM stores them: one row per resource a call rang (or, with "create call when answered", one row for
+the first resource who answered), S-3.7.
+
+The row keeps the number exactly as the PBX reported it, and its match key (the last N digits) for matching and
+search. Timestamps are the PBX's. Duration is talk time: answer to hang-up, 0 when never answered (S-4.4).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+
+class CallKind(models.TextChoices):
+    INCOMING = "incoming", _("incoming")
+    OUTGOING = "outgoing", _("outgoing")
+    MISSED = "missed", _("missed")
+    INTERNAL = "internal", _("internal")
+
+
+class CallDirection(models.TextChoices):
+    INBOUND = "in", _("inbound")
+    OUTBOUND = "out", _("outbound")
+
+
+class CallState(models.TextChoices):
+    RINGING = "ringing", _("ringing")
+    UP = "up", _("in progress")
+    ENDED = "ended", _("ended")
+
+
+class Call(models.Model):
+    resource = models.ForeignKey(
+        "resources.Resource",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="calls",
+        verbose_name=_("resource"),
+        help_text=_("Empty for calls on an extension that belongs to no resource (kept for administrators)."),
+    )
+    kind = models.CharField(_("type"), max_length=10, choices=CallKind.choices)
+    direction = models.CharField(_("direction"), max_length=3, choices=CallDirection.choices)
+    state = models.CharField(_("state"), max_length=8, choices=CallState.choices, default=CallState.RINGING)
+    started_at = models.DateTimeField(_("started"))
+    answered_at = models.DateTimeField(_("answered"), null=True, blank=True)
+    ended_at = models.DateTimeField(_("ended"), null=True, blank=True)
+    duration = models.PositiveIntegerField(_("duration"), default=0, help_text=_("Talk time in seconds."))
+    number = models.CharField(_("number"), max_length=80, blank=True, help_text=_("As dialled or received."))
+    number_key = models.CharField(max_length=15, blank=True, db_index=True, editable=False)
+    caller_name = models.CharField(_("caller name"), max_length=200, blank=True)
+    contact = models.ForeignKey(
+        "contacts.Contact",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="calls",
+        verbose_name=_("contact"),
+    )
+    campaign = models.ForeignKey(
+        "campaigns.Campaign",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="calls",
+        verbose_name=_("campaign"),
+    )
+    extension = models.CharField(_("extension"), max_length=40)
+    pbx_call_id = models.CharField(_("PBX call id"), max_length=200)
+    pbx_leg_id = models.CharField(_("PBX channel id"), max_length=200, blank=True)
+    transferred_to = models.CharField(_("transferred to"), max_length=80, blank=True)
+    transferred_from = models.CharField(_("transferred from"), max_length=40, blank=True)
+    reconciled = models.BooleanField(
+        _("reconciled"), default=False, help_text=_("Ended while the bridge had lost its PBX link.")
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        verbose_name = _("call")
+        verbose_name_plural = _("calls")
+        constraints = [
+            # One row per call and extension: a replayed or duplicated event cannot store a call twice.
+            models.UniqueConstraint(fields=["pbx_call_id", "extension"], name="call_once_per_extension"),
+            models.CheckConstraint(
+                condition=Q(answered_at__isnull=True) | Q(answered_at__gte=models.F("started_at")),
+                name="call_answered_after_start",
+            ),
+            models.CheckConstraint(
+                condition=Q(ended_at__isnull=True) | Q(ended_at__gte=models.F("started_at")),
+                name="call_ended_after_start",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["resource", "-started_at"], name="call_resource_started"),
+            models.Index(fields=["-started_at"], name="call_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.number} {self.started_at:%Y-%m-%d %H:%M}"
+
+    def talk_seconds(self, now: dt.datetime | None = None) -> int:
+        """Answer to hang-up; for a call still up, answer to ``now``; 0 if never answered."""
+        if self.answered_at is None:
+            return 0
+        end = self.ended_at or now
+        if end is None:
+            return self.duration
+        return max(0, int((end - self.answered_at).total_seconds()))
+
+    @property
+    def in_progress(self) -> bool:
+        return self.state != CallState.ENDED
+
+
+def format_duration(seconds: int) -> str:
+    """h:mm:ss, as the list shows it (S-4.4)."""
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,161 @@
+"""Every write to contacts and their phone slots goes through here, and so does caller matching.
+
+Rules:
+- A phone slot stores the number as entered, its digits, and the match key (last N digits, N from the settings).
+  A number with no digit is refused with a message, never stored.
+- Matching returns every contact with a slot whose key equals the caller's key; the caller of this function decides
+  what to do with several (the screen offers the choice, S-3.2/S-4.8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import QuerySet
+from django.db.models.functions import Right
+from django.utils.translation import gettext as _
+
+from callcenter import numbers
+from callcenter.contacts.models import PHONE_SLOTS, Contact, ContactPhone
+from callcenter.resources.models import CallCenterSettings
+
+
+class AllSlotsFull(Exception):
+    """The contact's four phone slots are taken; ask which one to replace (S-4.17)."""
+
+    def __init__(self, contact: Contact) -> None:
+        super().__init__(f"all {len(PHONE_SLOTS)} phone slots of contact {contact.pk} are full")
+        self.contact = contact
+
+
+@dataclass(frozen=True)
+class MatchRules:
+    digits_to_scan: int
+    prefix: str
+    internal_digits: int
+
+    @classmethod
+    def current(cls) -> MatchRules:
+        s = CallCenterSettings.load()
+        return cls(digits_to_scan=s.digits_to_scan, prefix=s.call_prefix, internal_digits=s.internal_digits)
+
+    def key(self, raw: str | None, *, dialled: bool = False) -> str:
+        """The match key of ``raw``; a number ``dialled`` from here loses the call prefix first (S-3.8)."""
+        return numbers.matching_key(
+            raw,
+            digits_to_scan=self.digits_to_scan,
+            prefix=self.prefix if dialled else "",
+            internal_digits=self.internal_digits,
+        )
+
+
+def _phone_row(contact: Contact, slot: int, number: str, rules: MatchRules) -> ContactPhone:
+    number = (number or "").strip()
+    if slot not in PHONE_SLOTS:
+        raise ValidationError(_("A contact has phone slots 1 to 4, not %(slot)s.") % {"slot": slot})
+    if len(number) > numbers.MAX_RAW_LENGTH:
+        raise ValidationError(
+            _("A phone number has at most %(max)d characters.") % {"max": numbers.MAX_RAW_LENGTH}
+        )
+    digits = numbers.digits_only(number)
+    if not digits:
+        raise ValidationError(_("“%(number)s” holds no digits; enter a phone number such as +30 210 123 4567.")
+                              % {"number": number[:40]})
+    return ContactPhone(contact=contact, slot=slot, number=number, digits=digits, key=rules.key(number))
+
+
+@transaction.atomic
+def create_contact(
+    *,
+    first_name: str = "",
+    last_name: str = "",
+    company: str = "",
+    email: str = "",
+    notes: str = "",
+    phones: Mapping[int, str] | Iterable[str] = (),
+    rules: MatchRules | None = None,
+) -> Contact:
+    contact = Contact(first_name=first_name.strip(), last_name=last_name.strip(), company=company.strip(),
+                      email=email.strip(), notes=notes)
+    contact.search_text = contact.computed_search_text()
+    contact.full_clean()
+    contact.save()
+    set_phones(contact, phones, rules=rules)
+    return contact
+
+
+@transaction.atomic
+def update_contact(contact: Contact, **fields: str) -> Contact:
+    for name, value in fields.items():
+        setattr(contact, name, value.strip() if isinstance(value, str) else value)
+    contact.search_text = contact.computed_search_text()
+    contact.full_clean()
+    contact.save()
+    return contact
+
+
+@transaction.atomic
+def set_phones(contact: Contact, phones: Mapping[int, str] | Iterable[str], *, rules: MatchRules | None = None) -> None:
+    """Replace the contact's slots with ``phones`` ({slot: number}, or numbers filling slots 1, 2, ...); empty
+    numbers clear their slot."""
+    rules = rules or MatchRules.current()
+    by_slot = dict(phones) if isinstance(phones, Mapping) else dict(enumerate(phones, start=1))
+    if len(by_slot) > len(PHONE_SLOTS) and not isinstance(phones, Mapping):
+        raise ValidationError(_("A contact has at most 4 phone numbers."))
+    rows = [_phone_row(contact, slot, number, rules) for slot, number in by_slot.items() if (number or "").strip()]
+    contact.phones.filter(slot__in=list(by_slot)).delete()
+    ContactPhone.objects.bulk_create(rows)
+
+
+@transaction.atomic
+def put_number_in_slot(contact: Contact, number: str, *, replace_slot: int | None = None,
+                       rules: MatchRules | None = None) -> int | None:
+    """S-4.17: store ``number`` in the first free slot (or in ``replace_slot``). Returns the slot used, or None when
+    the number is already one of the contact's. Raises AllSlotsFull when every slot is taken and no slot to replace
+    was named."""
+    rules = rules or MatchRules.current()
+    locked = Contact.objects.select_for_update().get(pk=contact.pk)
+    taken = {phone.slot: phone for phone in locked.phones.all()}
+    key = rules.key(number)
+    if key and any(phone.key == key for phone in taken.values()):
+        return None
+    if replace_slot is None:
+        free = [slot for slot in PHONE_SLOTS if slot not in taken]
+        if not free:
+            raise AllSlotsFull(locked)
+        slot = free[0]
+    else:
+        slot = replace_slot
+    row = _phone_row(locked, slot, number, rules)
+    ContactPhone.objects.filter(contact=locked, slot=slot).delete()
+    row.save()
+    return slot
+
+
+def rekey_phones(digits_to_scan: int) -> int:
+    """Recompute every match key after "digits to scan" changed: one UPDATE from the stored digits."""
+    if not numbers.MIN_DIGITS_TO_SCAN <= digits_to_scan <= numbers.MAX_DIGITS_TO_SCAN:
+        raise ValueError(f"digits to scan must be 4-15, not {digits_to_scan}")
+    return ContactPhone.objects.update(key=Right("digits", digits_to_scan))
+
+
+def contacts_matching_number(
+    raw: str | None, *, rules: MatchRules | None = None, dialled: bool = False
+) -> QuerySet[Contact]:
+    """Every contact with a phone slot whose match key equals the number's (S-3.2). Empty for numbers without
+    digits, over-long input, or internal numbers. ``dialled``: an outgoing number, which may carry the call prefix."""
+    rules = rules or MatchRules.current()
+    key = rules.key(raw, dialled=dialled)
+    if not key or numbers.is_internal(raw, rules.internal_digits):
+        return Contact.objects.none()
+    return Contact.objects.filter(pk__in=ContactPhone.objects.filter(key=key).values("contact_id")).order_by("id")
+
+
+def match_caller(
+    raw: str | None, *, rules: MatchRules | None = None, dialled: bool = False, limit: int = 20
+) -> list[Contact]:
+    """The contacts matching ``raw``, at most ``limit`` (with several, the caller offers the choice)."""
+    return list(contacts_matching_number(raw, rules=rules, dialled=dialled)[:limit])

@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django.views.i18n import set_language
+
+from callcenter.crm import views
+from callcenter.resources import views as resource_views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("i18n/setlang/", set_language, name="set_language"),
+    path("resources/", include("callcenter.resources.urls")),
+    path("settings/call-center/", resource_views.call_center_settings, name="call_center_settings"),
+    path("admin/", admin.site.urls),
+]
