@@ -1,0 +1,37 @@
+"""Shared test people, as in the conventions: agent Alice (ext 100), agent Bob (ext 101), administrator Carol."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+
+from callcenter.resources.models import CallCenterSettings, Resource
+
+PASSWORD = "correct horse battery staple"
+
+
+def _resource(username: str, first: str, last: str, extension: str | None, *, admin: bool = False) -> Resource:
+    user = User.objects.create_user(
+        username, password=PASSWORD, first_name=first, last_name=last, is_staff=admin, is_superuser=admin
+    )
+    return Resource.objects.create(user=user, extension=extension, is_administrator=admin, cc_active=True)
+
+
+@pytest.fixture
+def alice(db: None) -> Resource:
+    return _resource("alice", "Alice", "Agent", "100")
+
+
+@pytest.fixture
+def bob(db: None) -> Resource:
+    return _resource("bob", "Bob", "Agent", "101")
+
+
+@pytest.fixture
+def carol(db: None) -> Resource:
+    return _resource("carol", "Carol", "Supervisor", "199", admin=True)
+
+
+@pytest.fixture
+def cc_settings(db: None) -> CallCenterSettings:
+    return CallCenterSettings.load()
