@@ -39,7 +39,7 @@ messages: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/mypy
+	CALLCENTER_DEBUG=true $(BIN)/mypy
 	$(BIN)/lint-imports
 
 bench: $(STAMP)

@@ -18,7 +18,7 @@ The schema is documented field by field in docs/wire.md.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, TypeVar
 
 import msgspec
 
@@ -206,8 +206,8 @@ class BatchReceipt(msgspec.Struct, frozen=True, kw_only=True):
 # ---- encoding ---------------------------------------------------------------------------------------------------
 
 _encoder = msgspec.json.Encoder()
-_event_decoder = msgspec.json.Decoder(Event)
-_command_decoder = msgspec.json.Decoder(Command)
+_event_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
+_command_decoder: msgspec.json.Decoder[Command] = msgspec.json.Decoder(Command)
 _batch_decoder = msgspec.json.Decoder(EventBatch)
 _result_decoder = msgspec.json.Decoder(CommandResult)
 _receipt_decoder = msgspec.json.Decoder(BatchReceipt)
@@ -223,7 +223,10 @@ def to_builtins(message: msgspec.Struct) -> dict[str, object]:
     return result
 
 
-def _decode(decoder: msgspec.json.Decoder[object], data: bytes | str, what: str) -> object:
+_T = TypeVar("_T")
+
+
+def _decode(decoder: msgspec.json.Decoder[_T], data: bytes | str, what: str) -> _T:
     try:
         message = decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -239,23 +242,23 @@ def _decode(decoder: msgspec.json.Decoder[object], data: bytes | str, what: str)
 
 
 def decode_event(data: bytes | str) -> Event:
-    return _decode(_event_decoder, data, "event")  # type: ignore[return-value]
+    return _decode(_event_decoder, data, "event")
 
 
 def decode_command(data: bytes | str) -> Command:
-    return _decode(_command_decoder, data, "command")  # type: ignore[return-value]
+    return _decode(_command_decoder, data, "command")
 
 
 def decode_batch(data: bytes | str) -> EventBatch:
-    return _decode(_batch_decoder, data, "event batch")  # type: ignore[return-value]
+    return _decode(_batch_decoder, data, "event batch")
 
 
 def decode_result(data: bytes | str) -> CommandResult:
-    return _decode(_result_decoder, data, "command result")  # type: ignore[return-value]
+    return _decode(_result_decoder, data, "command result")
 
 
 def decode_receipt(data: bytes | str) -> BatchReceipt:
-    return _decode(_receipt_decoder, data, "batch receipt")  # type: ignore[return-value]
+    return _decode(_receipt_decoder, data, "batch receipt")
 
 
 def json_schema() -> dict[str, object]:

@@ -17,11 +17,11 @@ class ContactAdmin(admin.ModelAdmin):
     search_fields = ["search_text", "phones__digits", "email"]
     inlines = [ContactPhoneInline]
 
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+    def save_model(self, request, obj, form, change):
         obj.search_text = obj.computed_search_text()
         super().save_model(request, obj, form, change)
 
-    def save_formset(self, request, form, formset, change):  # type: ignore[no-untyped-def]
+    def save_formset(self, request, form, formset, change):
         from callcenter import numbers
         from callcenter.contacts.actions import MatchRules
 

@@ -22,7 +22,9 @@ def env_str(name: str, default: str | None = None) -> str | None:
         try:
             return Path(file_name).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ImproperlyConfigured(f"{name}_FILE={file_name!r} cannot be read ({exc.strerror}); fix the path") from exc
+            raise ImproperlyConfigured(
+                f"{name}_FILE={file_name!r} cannot be read ({exc.strerror}); fix the path"
+            ) from exc
     return os.environ.get(name, default)
 
 

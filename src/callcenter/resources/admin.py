@@ -14,8 +14,8 @@ class ResourceAdmin(admin.ModelAdmin):
 
 @admin.register(CallCenterSettings)
 class CallCenterSettingsAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return not CallCenterSettings.objects.exists()
 
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request, obj=None):
         return False

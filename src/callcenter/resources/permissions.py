@@ -14,7 +14,7 @@ def resource_of(user: Any) -> Resource | None:
     if not getattr(user, "is_authenticated", False):
         return None
     try:
-        return user.resource  # type: ignore[no-any-return]
+        return user.resource
     except Resource.DoesNotExist:
         return None
 
