@@ -75,23 +75,29 @@ def matching_key(raw: str | None, *, digits_to_scan: int, prefix: str = "", inte
     return match_key(strip_prefix(raw, prefix, internal_digits), digits_to_scan)
 
 
-def dial_string(raw: str, *, prefix: str, internal_digits: int, international_prefix: str = "00") -> str:
+def dial_string(raw: str | None, *, prefix: str, internal_digits: int, international_prefix: str = "00") -> str:
     """What to dial for ``raw``: internal numbers as they are, outside numbers with the call prefix.
 
-    A leading '+' becomes the international access code. Raises ValueError, with a message for people, when ``raw``
-    holds no digits or the prefix is not digits.
+    A leading '+' becomes the international access code; an international number always gets the prefix (unless it
+    already starts with prefix + access code). Raises ValueError, with a message for people, when ``raw`` holds no
+    digits or the prefix is not ASCII digits (the PBX dials ASCII).
     """
-    if prefix and not prefix.isdigit():
+    if prefix and not (prefix.isascii() and prefix.isdigit()):
         raise ValueError(f"call prefix {prefix!r} must be digits only")
-    if len(raw) > MAX_RAW_LENGTH:
+    if raw is not None and len(raw) > MAX_RAW_LENGTH:
         raise ValueError(f"a phone number has at most {MAX_RAW_LENGTH} characters")
     digits = digits_only(raw)
     if not digits:
         raise ValueError(f"{raw!r} holds no digits to dial")
     if is_internal(raw, internal_digits):
         return digits
+    assert raw is not None  # a number with digits
     if raw.strip().startswith("+"):
-        digits = international_prefix + digits
+        return prefix + international_prefix + digits
+    if prefix and digits.startswith(prefix + international_prefix):
+        return digits  # an international number already dialled with the prefix
+    if international_prefix and digits.startswith(international_prefix):
+        return prefix + digits
     if prefix and digits.startswith(prefix) and len(digits) > internal_digits + len(prefix) + 4:
         # Already dialled with the prefix (a redial of a number as the PBX reported it).
         return digits
