@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.utils import translation
 
 from callcenter.resources.models import CallCenterSettings, Resource
 
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _default_language() -> Iterator[None]:
+    """Every test starts in the default language: LocaleMiddleware activates a request's language on the test's own
+    thread and never deactivates it, so one test's Greek page would otherwise make the next test's messages Greek."""
+    with translation.override(settings.LANGUAGE_CODE):
+        yield
 
 
 def _resource(username: str, first: str, last: str, extension: str | None, *, admin: bool = False) -> Resource:

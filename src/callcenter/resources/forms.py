@@ -102,7 +102,7 @@ class CallCenterSettingsForm(forms.ModelForm):
 
     def clean_call_prefix(self) -> str:
         value = str(self.cleaned_data.get("call_prefix") or "").strip()
-        if value and not value.isdigit():
+        if value and not (value.isascii() and value.isdigit()):
             raise forms.ValidationError(_("The call prefix may hold digits only, such as 0."))
         return value
 

@@ -17,10 +17,11 @@ from django.utils.translation import gettext_lazy as _
 from callcenter import numbers
 
 port_validators = [MinValueValidator(1), MaxValueValidator(65535)]
-extension_validator = RegexValidator(r"^\d{1,8}$", _("An extension is 1 to 8 digits, nothing else."))
-prefix_validator = RegexValidator(r"^\d*$", _("The call prefix may hold digits only."))
+# [0-9], not \d (which takes any Unicode digit, and the PBX dials ASCII); \Z, not $ (which allows a final newline).
+extension_validator = RegexValidator(r"^[0-9]{1,8}\Z", _("An extension is 1 to 8 digits, nothing else."))
+prefix_validator = RegexValidator(r"^[0-9]*\Z", _("The call prefix may hold digits only."))
 host_validator = RegexValidator(
-    r"^[A-Za-z0-9]([A-Za-z0-9.\-:]*[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$",
+    r"^[A-Za-z0-9]([A-Za-z0-9.\-:]*[A-Za-z0-9])?\Z|^\[[0-9A-Fa-f:.]+\]\Z",
     _("Enter a host name or an IP address, such as 127.0.0.1 or crm.example.com."),
 )
 
