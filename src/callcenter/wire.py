@@ -18,7 +18,9 @@ The schema is documented field by field in docs/wire.md.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Final, TypeVar
+import hashlib
+import hmac
+from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
 
@@ -83,6 +85,8 @@ class CallRinging(_CallEvent, frozen=True, kw_only=True, tag="call.ringing"):
     remote_name: _Name = ""
     # For a call that came to this extension by transfer: the extension that transferred it.
     transferred_from: Annotated[str, msgspec.Meta(max_length=40)] = ""
+    # For direction=internal: whether this extension is called (in) or calls (out); None when unknown.
+    internal_direction: Literal["in", "out"] | None = None
 
 
 class CallAnswered(_CallEvent, frozen=True, kw_only=True, tag="call.answered"):
@@ -265,3 +269,46 @@ def json_schema() -> dict[str, object]:
     """The JSON Schema of events and commands, for docs and for other implementations."""
     roots, components = msgspec.json.schema_components([EventBatch, Command, CommandResult, BatchReceipt])
     return {"anyOf": list(roots), "$defs": components}
+
+
+# ---- authentication: both directions sign every request -------------------------------------------------------------
+#
+# The bridge and the CRM share a secret per bridge. A request carries ``X-Callcenter-Bridge: <bridge id>`` and
+# ``X-Callcenter-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>``. The receiver recomputes the
+# HMAC, compares in constant time and refuses a timestamp more than SIGNATURE_TOLERANCE seconds away from its clock,
+# so a captured request cannot be replayed later and the secret itself never crosses the network.
+
+BRIDGE_HEADER: Final = "X-Callcenter-Bridge"
+SIGNATURE_HEADER: Final = "X-Callcenter-Signature"
+SIGNATURE_TOLERANCE: Final = 300
+MIN_SECRET_LENGTH: Final = 16
+
+
+class AuthError(Exception):
+    """A request whose signature is missing, malformed, stale or wrong; the text says which (never the secret)."""
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"a bridge secret has at least {MIN_SECRET_LENGTH} characters")
+    digest = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(secret: str, header: str | None, body: bytes, now: float, tolerance: int = SIGNATURE_TOLERANCE) -> None:
+    if not header:
+        raise AuthError(f"missing {SIGNATURE_HEADER} header")
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(fields["t"])
+        given = fields["v1"]
+    except (KeyError, ValueError) as exc:
+        raise AuthError(f"malformed {SIGNATURE_HEADER} header; expected t=<seconds>,v1=<hex>") from exc
+    if abs(now - timestamp) > tolerance:
+        raise AuthError(
+            f"signature timestamp is {int(now - timestamp)} s away from this clock (more than {tolerance} s); "
+            "check both clocks (NTP)"
+        )
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    if not hmac.compare_digest(expected.encode(), given.encode()):
+        raise AuthError("signature does not match; check that both sides have the same bridge secret")
