@@ -1,0 +1,693 @@
+# Fuzz invariant: whatever bytes arrive, we yield messages or raise RemoteProtocolError, and the same input fed whole
+# or byte by byte yields the same messages.
+"""Sans-I/O codec for the Asterisk Manager Interface (AMI): bytes in, messages out; actions in, bytes out.
+
+No sockets, clocks or asyncio here (the connector is a thin adapter around ``AMIConnection``); the contract is
+docs/ami-codec-interface.md.
+
+Rules:
+- Bytes are split into messages first, then each complete message is decoded as UTF-8 with ``errors="replace"``, so a
+  Greek caller name survives any chunking and invalid UTF-8 becomes U+FFFD, never an exception.
+- A message ends at an empty line. Lines end in "\\r\\n" or "\\n" (one trailing "\\r" is stripped); empty lines between
+  messages are skipped and not counted in ``raw_size``.
+- A header line is ``Name: value``: the name runs to the first colon, one space after it is dropped, the rest of the
+  line is the value, verbatim (repeated names are kept in wire order).
+- ``Response: Follows`` (Asterisk <= 13 ``Command``): its output lines follow the headers and end with a line
+  ``--END COMMAND--`` and an empty line; the output may contain empty lines. Newer Asterisk answers ``Command`` with
+  ``Response: Success`` and one ``Output:`` header per line. Both fill ``Message.output``.
+- Bad input is reported, not raised: a line without a colon, an over-long line (``max_line``), an over-long message
+  (``max_message``), a first line that is not the banner, or a stream that ends inside a message each become one
+  ``kind="malformed"`` message, and parsing goes on after the next empty line. Only a message longer than
+  ``max_buffer`` (it cannot be framed without unbounded memory) raises ``RemoteProtocolError``, after every message
+  before it has been returned. Only ``LocalProtocolError`` and ``RemoteProtocolError`` ever leave this module.
+
+Speed: blocks of complete, well-formed messages (what Asterisk sends) are parsed by a handful of C-level bytes/str
+operations for the whole block; anything unusual (bare "\\n", extra blank lines, a value containing ": ", an unknown
+header name, a ``Follows`` body, a limit) takes the line-by-line path, which defines the behaviour. Both give
+identical messages: the fast path proves its block well-formed before it trusts it (see ``_parse_block``).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import islice, repeat
+from typing import Any, Final, Literal, TypeAlias, cast
+
+__all__ = [
+    "BANNER_PREFIX",
+    "CLOSED",
+    "NEED_DATA",
+    "AMIConnection",
+    "Action",
+    "LocalProtocolError",
+    "Message",
+    "MessageKind",
+    "RemoteProtocolError",
+    "Role",
+    "Sentinel",
+    "encode_banner",
+    "encode_message",
+]
+
+BANNER_PREFIX: Final = "Asterisk Call Manager/"
+END_COMMAND: Final = "--END COMMAND--"
+
+MessageKind: TypeAlias = Literal["banner", "event", "response", "action", "malformed"]
+Role: TypeAlias = Literal["client", "server"]
+
+
+class Sentinel(enum.Enum):
+    """What ``next_event()`` returns when it has no message: compare with ``is``."""
+
+    NEED_DATA = "NEED_DATA"
+    CLOSED = "CLOSED"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+NEED_DATA: Final = Sentinel.NEED_DATA
+CLOSED: Final = Sentinel.CLOSED
+
+
+class LocalProtocolError(Exception):
+    """We misused the codec: e.g. ``send()`` of an action with a line break in a value."""
+
+
+class RemoteProtocolError(Exception):
+    """The peer broke the protocol beyond recovery: e.g. a message longer than ``max_buffer``."""
+
+
+# ---- messages ---------------------------------------------------------------------------------------------------
+
+# Lower-cased header names, shared: the keys of every Message's lookup table. Bounded so a hostile peer inventing names
+# cannot grow it without limit (past the bound, names are lower-cased afresh each time).
+_LOWER_LIMIT: Final = 4096
+
+
+class _LowerNames(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        lowered = key.lower()
+        if len(self) < _LOWER_LIMIT:
+            self[key] = lowered
+        return lowered
+
+
+_LOWER: Final = _LowerNames()
+_NAME_KEY: Final[dict[str, str]] = {"event": "Event", "response": "Response", "action": "Action", "banner": "Banner"}
+
+
+class _Lookup:
+    """Slot for the lazily built case-insensitive lookup table of a Message (not a dataclass field)."""
+
+    __slots__ = ("_index",)
+    _index: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Message(_Lookup):
+    """One AMI message. ``headers`` keep wire order and repeated names; lookups by name are case-insensitive.
+
+    A banner is ``Message(kind="banner", headers=(("Banner", "Asterisk Call Manager/11.0.0"),))``.
+    """
+
+    kind: MessageKind
+    headers: tuple[tuple[str, str], ...]
+    output: tuple[str, ...] = ()
+    error: str = ""
+    raw_size: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", None)
+
+    def _lookup(self) -> dict[str, str]:
+        try:
+            index = self._index
+        except AttributeError:  # a copy or an unpickled message: the slot was never set
+            index = None
+        if index is None:
+            headers = self.headers
+            if headers:
+                names, values = zip(*reversed(headers), strict=True)  # reversed: the first value of a name wins
+                index = dict(zip(map(_LOWER.__getitem__, names), values, strict=True))
+            else:
+                index = {}
+            object.__setattr__(self, "_index", index)
+        return index
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """The first value of header ``key`` (case-insensitive), or ``default``."""
+        return self._lookup().get(_LOWER[key], default)
+
+    def get_all(self, key: str) -> list[str]:
+        """Every value of header ``key`` (case-insensitive), in wire order: e.g. all ``Variable`` lines."""
+        lowered = _LOWER[key]
+        return [value for name, value in self.headers if _LOWER[name] == lowered]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and _LOWER[key] in self._lookup()
+
+    @property
+    def name(self) -> str:
+        """The Event name of an event, the Response value of a response, the Action of an action, the banner text
+        of the banner; for a malformed message whichever of Event/Response/Action it has, else ""."""
+        key = _NAME_KEY.get(self.kind)
+        headers = self.headers
+        if key is not None:
+            if headers and headers[0][0] == key:
+                return headers[0][1]
+            return self.get(key) or ""
+        for key in ("Event", "Response", "Action"):
+            value = self.get(key)
+            if value is not None:
+                return value
+        return ""
+
+    @property
+    def action_id(self) -> str | None:
+        return self.get("ActionID")
+
+    @property
+    def event_list(self) -> str | None:
+        """``EventList``, lower-cased: "start" on the response that opens a list, "complete" on its last event."""
+        value = self.get("EventList")
+        return value.lower() if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    name: str  # "Login", "Originate", ...
+    headers: tuple[tuple[str, str], ...] = ()  # without Action/ActionID
+    action_id: str = ""  # "" = AMIConnection.send() assigns the next one
+
+
+# ---- encoding ---------------------------------------------------------------------------------------------------
+
+
+def encode_message(headers: Iterable[tuple[str, str]]) -> bytes:
+    """``"Name: value\\r\\n"``... then ``"\\r\\n"``, UTF-8. A name that is empty or holds a colon, and a line break
+    in a name or value, raise LocalProtocolError: AMI could not carry them."""
+    pairs = list(headers)
+    text = "".join([f"{name}: {value}\r\n" for name, value in pairs]) + "\r\n"
+    lines = len(pairs) + 1
+    if text.count("\n") != lines or text.count("\r") != lines:
+        for name, value in pairs:
+            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+                raise LocalProtocolError(
+                    f"header {name!r} has a line break in its name or value ({value!r:.80}); AMI cannot carry it"
+                )
+    for name, _value in pairs:
+        if not name or ":" in name:
+            raise LocalProtocolError(f"header name {name!r} is empty or contains a colon; AMI cannot carry it")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(f"a header is not valid Unicode text: {exc}") from None
+
+
+def encode_banner(version: str = "11.0.0") -> bytes:
+    """The line an AMI server sends first (Asterisk 12-22 all say "11.0.0" or newer)."""
+    if "\r" in version or "\n" in version:
+        raise LocalProtocolError(f"banner version {version!r} has a line break")
+    return f"{BANNER_PREFIX}{version}\r\n".encode()
+
+
+# ---- decoding: shared tables ------------------------------------------------------------------------------------
+
+_RESPONSE_FOLLOWS: Final = b"Response: Follows"
+_END_COMMAND_BYTES: Final = END_COMMAND.encode()
+_FOLLOWS_HEADERS: Final = frozenset({"response", "privilege", "actionid", "message", "output", "commandid"})
+_BOUNDARY: Final = re.compile(rb"\n\r?\n")
+_BLANKS: Final = re.compile(rb"[\r\n]*")
+_HEADER_LINE: Final = re.compile(rb"([^:\r\n]*):")
+_TOKEN: Final = re.compile(r"[A-Za-z0-9_.\-/]{1,64}")
+
+# Header names the fast path accepts, each also with the "\x01" line-start marker it carries there (see _parse_block).
+# Seeded with what Asterisk 16-22 send; names seen later on well-formed messages are learned, up to a bound.
+_MARK: Final = "\x02"
+_KEY_LIMIT: Final = 4096
+_KEYS: Final[dict[str, str]] = {"\x01\x02": _MARK}
+_NAMES: Final[dict[str, str]] = {}  # the same names without the marker, to share one string per name
+_KIND_OF_FIRST: Final[dict[Role, dict[str, MessageKind]]] = {
+    "client": {"Event": "event", "Response": "response"},
+    "server": {"Action": "action"},
+}
+_KIND_KEYS: Final[dict[Role, tuple[tuple[str, MessageKind], ...]]] = {
+    "client": (("event", "event"), ("response", "response")),
+    "server": (("action", "action"),),
+}
+
+
+def _learn_key(name: str) -> None:
+    if name not in _KEYS and len(_KEYS) < _KEY_LIMIT and _TOKEN.fullmatch(name):
+        _KEYS[name] = _NAMES[name] = name
+        _KEYS["\x01" + name] = name
+
+
+for _name in (
+    "Event Privilege Timestamp SystemName Channel ChannelState ChannelStateDesc CallerIDNum CallerIDName "
+    "ConnectedLineNum ConnectedLineName Language AccountCode Context Exten Priority Uniqueid Linkedid Variable Value "
+    "DestChannel DestChannelState DestChannelStateDesc DestCallerIDNum DestCallerIDName DestConnectedLineNum "
+    "DestConnectedLineName DestLanguage DestAccountCode DestContext DestExten DestPriority DestUniqueid DestLinkedid "
+    "DialString DialStatus Forward Cause Cause-txt Application AppData Extension Hint Status StatusText Device State "
+    "BridgeUniqueid BridgeType BridgeTechnology BridgeCreator BridgeName BridgeNumChannels BridgeVideoSourceMode "
+    "BridgeVideoSource LocalOneChannel LocalOneChannelState LocalOneChannelStateDesc LocalOneCallerIDNum "
+    "LocalOneCallerIDName LocalOneConnectedLineNum LocalOneConnectedLineName LocalOneLanguage LocalOneAccountCode "
+    "LocalOneContext LocalOneExten LocalOnePriority LocalOneUniqueid LocalOneLinkedid LocalTwoChannel "
+    "LocalTwoChannelState LocalTwoChannelStateDesc LocalTwoCallerIDNum LocalTwoCallerIDName LocalTwoConnectedLineNum "
+    "LocalTwoConnectedLineName LocalTwoLanguage LocalTwoAccountCode LocalTwoContext LocalTwoExten LocalTwoPriority "
+    "LocalTwoUniqueid LocalTwoLinkedid LocalOptimization Source Destination DestinationContext CallerID "
+    "LastApplication LastData Start AnswerTime EndTime Duration BillableSeconds Disposition AMAFlags UserField "
+    "Response ActionID Message EventList ListItems ListItem Output Uptime LastReload Reason Result "
+    "TransferTargetChannel TransfereeChannel TransfereeChannelState TransfereeChannelStateDesc TransfereeCallerIDNum "
+    "TransfereeCallerIDName TransfereeConnectedLineNum TransfereeConnectedLineName TransfereeLanguage "
+    "TransfereeAccountCode TransfereeContext TransfereeExten TransfereePriority TransfereeUniqueid TransfereeLinkedid "
+    "TransfererChannel TransfererChannelState TransfererChannelStateDesc TransfererCallerIDNum "
+    "TransfererCallerIDName TransfererConnectedLineNum TransfererConnectedLineName TransfererLanguage "
+    "TransfererAccountCode TransfererContext TransfererExten TransfererPriority TransfererUniqueid TransfererLinkedid "
+    "IsExternal Family Key Val MusicClass Queue Interface MemberName Paused Action Username Secret Data Async "
+    "Timeout EventMask Command Peer PeerStatus Address Port Endpoint Contact AOR URI RoundtripUsec"
+).split():
+    _learn_key(_name)
+
+
+# ---- the connection ---------------------------------------------------------------------------------------------
+
+
+class AMIConnection:
+    """One AMI connection's protocol state. Feed it bytes with ``receive_data()``, pull messages with
+    ``next_event()``; turn actions into bytes with ``send()`` (client role)."""
+
+    def __init__(
+        self,
+        role: Role = "client",
+        *,
+        max_line: int = 64 * 1024,
+        max_message: int = 1024 * 1024,
+        max_buffer: int = 4 * 1024 * 1024,
+    ) -> None:
+        if role not in ("client", "server"):
+            raise ValueError(f"role must be 'client' or 'server', not {role!r}")
+        if not 0 < max_line <= max_message <= max_buffer:
+            raise ValueError(
+                f"limits must satisfy 0 < max_line <= max_message <= max_buffer; got {max_line}, {max_message}, "
+                f"{max_buffer}"
+            )
+        self.role: Final = role
+        self.max_line: Final = max_line
+        self.max_message: Final = max_message
+        self.max_buffer: Final = max_buffer
+        self._buffer = bytearray()
+        self._queue: deque[Message] = deque()
+        self._need_banner = role == "client"
+        self._first_kind = _KIND_OF_FIRST[role]
+        self._kind_keys = _KIND_KEYS[role]
+        self._eof = False
+        self._finished = False  # eof seen and everything in the buffer turned into messages
+        self._error: str | None = None
+        self._scanned = 0  # bytes at the start of the buffer known to hold no message boundary
+        self._follows_from = -1  # >= 0: a Follows body heads the buffer; look for --END COMMAND-- from here
+        self._next_id = 0
+        self._pending: dict[str, Action] = {}
+        self.last_action_id = ""
+
+    # -- receiving --------------------------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the peer; ``b""`` means the peer closed the connection."""
+        if self._eof:
+            if data:
+                raise LocalProtocolError("receive_data() after the end of the stream (b'') was already received")
+            return
+        if not data:
+            self._eof = True
+        elif self._error is None:
+            self._buffer += data
+
+    def next_event(self) -> Message | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
+        """The next message; NEED_DATA when more bytes are needed; CLOSED once the peer closed and all is read."""
+        queue = self._queue
+        if queue:
+            return queue.popleft()
+        if self._error is None and not self._finished:
+            self._parse()
+            if queue:
+                return queue.popleft()
+        if self._error is not None:
+            raise RemoteProtocolError(self._error)
+        if self._finished:
+            return CLOSED
+        return NEED_DATA
+
+    def next_events(self) -> list[Message]:
+        """Every message available now (possibly none); raises like ``next_event()``."""
+        out: list[Message] = []
+        while True:
+            event = self.next_event()
+            if event is NEED_DATA or event is CLOSED:
+                return out
+            assert isinstance(event, Message)
+            out.append(event)
+
+    @property
+    def closed(self) -> bool:
+        """The peer closed and every message has been returned."""
+        return self._finished and not self._queue
+
+    # -- sending ----------------------------------------------------------------------------------------------------
+
+    def next_action_id(self) -> str:
+        self._next_id += 1
+        return f"cc-{self._next_id}"
+
+    def send(self, action: Action) -> bytes:
+        """The bytes of ``action`` with its ActionID (the next one if it has none); remembered for ``correlate()``."""
+        if self.role != "client":
+            raise LocalProtocolError("send() is for the client role; a server writes messages with encode_message()")
+        if not action.name:
+            raise LocalProtocolError("an action needs a name (e.g. 'Login')")
+        for name, _value in action.headers:
+            if name.lower() in ("action", "actionid"):
+                raise LocalProtocolError(f"header {name!r} is set by send(); pass it as Action.name/action_id")
+        action_id = action.action_id or self.next_action_id()
+        data = encode_message((("Action", action.name), ("ActionID", action_id), *action.headers))
+        if len(self._pending) >= 10_000:  # answers that never came: forget the oldest
+            del self._pending[next(iter(self._pending))]
+        self._pending[action_id] = action if action.action_id else Action(action.name, action.headers, action_id)
+        self.last_action_id = action_id
+        return data
+
+    @property
+    def pending_action_ids(self) -> tuple[str, ...]:
+        """ActionIDs of sent actions whose answer is not complete yet, oldest first."""
+        return tuple(self._pending)
+
+    def correlate(self, message: Message) -> Action | None:
+        """The sent action that ``message`` answers (by ActionID), or None. A response completes its action, unless
+        it opens an event list ("EventList: start"); then the list's event with "EventList: Complete" does."""
+        action_id = message.action_id
+        if action_id is None:
+            return None
+        action = self._pending.get(action_id)
+        if action is None:
+            return None
+        if message.kind == "response" and message.event_list != "start":
+            del self._pending[action_id]
+        elif message.kind == "event" and message.event_list == "complete":
+            del self._pending[action_id]
+        return action
+
+    # -- parsing ----------------------------------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        buffer = self._buffer
+        self._skip_blanks()
+        if self._need_banner and buffer:
+            self._parse_banner()
+        if not self._need_banner and buffer:
+            start = self._scanned - 2 if self._scanned > 2 else 0
+            crlf = buffer.rfind(b"\n\r\n", start)
+            lf = buffer.rfind(b"\n\n", start)
+            end = max(crlf + 3 if crlf >= 0 else -1, lf + 2 if lf >= 0 else -1)
+            if end < 0:
+                self._scanned = len(buffer)
+            elif self._follows_from >= 0 and buffer.find(_END_COMMAND_BYTES, self._follows_from) < 0:
+                # still inside a Follows body, which holds back everything after it: nothing new is complete
+                self._follows_from = max(len(buffer) - len(_END_COMMAND_BYTES), 0)
+                self._scanned = len(buffer)
+            else:
+                chunk = bytes(buffer[:end])
+                del buffer[:end]
+                consumed = self._parse_chunk(chunk)
+                self._scanned = 0
+                if consumed < end and self._error is None:  # an unfinished Follows body: keep it for more data
+                    buffer[:0] = chunk[consumed:]
+                    self._scanned = len(buffer)
+                    self._follows_from = max(len(buffer) - len(_END_COMMAND_BYTES), 0)
+                else:
+                    self._follows_from = -1
+            self._skip_blanks()
+        if self._error is not None:
+            buffer.clear()
+            return
+        if len(buffer) > self.max_buffer:
+            self._fail(f"a message is longer than {self.max_buffer} bytes without ending (no empty line)")
+        elif self._eof:
+            if buffer:
+                self._queue.append(self._truncated(bytes(buffer)))
+                buffer.clear()
+            self._finished = True
+
+    def _skip_blanks(self) -> None:
+        buffer = self._buffer
+        if buffer and buffer[0] in b"\r\n":
+            skip = _BLANKS.match(buffer)
+            if skip is not None:
+                del buffer[: skip.end()]
+            self._scanned = 0
+
+    def _fail(self, error: str) -> None:
+        self._error = error
+        self._buffer.clear()
+
+    def _parse_banner(self) -> None:
+        buffer = self._buffer
+        newline = buffer.find(b"\n")
+        if newline < 0:
+            return  # the length check in _parse() bounds the wait
+        line = bytes(buffer[:newline])
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        self._need_banner = False
+        if line.startswith(b"Asterisk Call Manager"):
+            del buffer[: newline + 1]
+            if newline + 1 > self.max_line:
+                self._queue.append(self._malformed(f"banner line of {newline} bytes is longer than {self.max_line}",
+                                                   newline + 1))
+                return
+            banner = line.decode("utf-8", "replace")
+            self._queue.append(Message("banner", (("Banner", banner),), raw_size=newline + 1))
+        elif _HEADER_LINE.match(line) is None:  # not the banner, and not a header: say so, then read messages
+            del buffer[: newline + 1]
+            preview = line[:80].decode("utf-8", "replace")
+            self._queue.append(self._malformed(f"expected the banner '{BANNER_PREFIX}x.y.z', got {preview!r}",
+                                               newline + 1))
+        # else: a stream that starts with a message (a capture cut mid-stream): parse it as messages
+
+    def _malformed(self, error: str, raw_size: int, headers: tuple[tuple[str, str], ...] = ()) -> Message:
+        return Message("malformed", headers, error=error, raw_size=raw_size)
+
+    def _truncated(self, data: bytes) -> Message:
+        if len(data) > self.max_message:
+            return self._malformed(f"the stream ended inside a message of {len(data)} bytes (longer than "
+                                   f"{self.max_message})", len(data))
+        first = data.split(b"\n", 1)[0].rstrip(b"\r")[:80].decode("utf-8", "replace")
+        return self._malformed(f"the stream ended inside a message ({len(data)} bytes, first line {first!r})",
+                               len(data))
+
+    def _parse_chunk(self, chunk: bytes) -> int:
+        """Parse ``chunk`` (it ends with a message boundary); returns how many bytes were consumed."""
+        if (
+            b"\n\n" not in chunk
+            and b"\n\r\n\r\n" not in chunk
+            and _RESPONSE_FOLLOWS not in chunk
+            and b"\x01" not in chunk
+            and b"\x02" not in chunk
+            and chunk.count(b"\n") == chunk.count(b"\r\n")
+        ):
+            pieces = chunk.split(b"\r\n\r\n")
+            pieces.pop()  # the empty tail after the last boundary
+            if max(map(len, pieces)) <= self.max_line - 4:  # so no line, and no message, can be over a limit
+                if self._parse_block(chunk, pieces):
+                    return len(chunk)
+                for piece in pieces:  # some message is unusual: find it, one message at a time
+                    if not self._parse_block(piece + b"\r\n\r\n", [piece]):
+                        self._emit(piece, len(piece) + 4, follows=False)
+                return len(chunk)
+        return self._parse_lines(chunk)
+
+    def _parse_block(self, block: bytes, pieces: list[bytes]) -> bool:
+        """Fast path: parse messages ``pieces`` (``block`` = each piece + "\\r\\n\\r\\n"), or return False without
+        emitting anything if some line is not exactly ``KnownName: value`` with a single ": ".
+
+        The block's CRLFs become ": \\x01" and message boundaries a marker line "\\x02: \\x02", so one split on ": "
+        yields name, value, name, value... with "\\x01" opening every name but the first. That pairing is right
+        exactly when every line holds exactly one ": ". Proof: the block holds no \\x01/\\x02 of its own (checked by
+        the caller); if no value token holds \\x01, every line starts at an even token, so every line but the last has
+        an odd number of ": " (>= 1); with the total count of tokens equal to twice the lines, none can have more.
+        """
+        text = (
+            block[:-4]
+            .replace(b"\r\n\r\n", b"\r\n\x02: \x02\r\n")
+            .replace(b"\r\n", b": \x01")
+            .decode("utf-8", "replace")
+        )
+        tokens = text.split(": ")
+        values = tokens[1::2]
+        if len(tokens) != 2 * (text.count("\x01") + 1) or "\x01" in "".join(values):
+            return False
+        names = list(map(_KEYS.get, tokens[::2]))
+        if None in names:
+            return False
+        pairs = zip(cast(list[str], names), values, strict=False)  # no None: checked above
+        first_kind = self._first_kind
+        queue_append = self._queue.append
+        new = object.__new__
+        for piece, newlines in zip(pieces, map(bytes.count, pieces, repeat(b"\r\n")), strict=True):
+            headers: tuple[tuple[str, str], ...] = tuple(islice(pairs, newlines + 1))
+            next(pairs, None)  # the marker pair between two messages
+            kind = first_kind.get(headers[0][0]) or self._classify(headers)
+            message = new(Message)
+            _set_kind(message, kind)
+            _set_headers(message, headers)
+            _set_output(message, _output_lines(headers) if kind == "response" else ())
+            _set_error(message, "" if kind != "malformed" else self._no_kind_error())
+            _set_raw_size(message, len(piece) + 4)
+            _set_index(message, None)
+            queue_append(message)
+        return True
+
+    def _classify(self, headers: tuple[tuple[str, str], ...]) -> MessageKind:
+        for name, _value in headers:
+            lowered = _LOWER[name]
+            for key, kind in self._kind_keys:
+                if lowered == key:
+                    return kind
+        return "malformed"
+
+    def _no_kind_error(self) -> str:
+        if self.role == "client":
+            return "message has neither an Event nor a Response header"
+        return "message has no Action header"
+
+    def _parse_lines(self, chunk: bytes) -> int:
+        """The reference path: one message at a time, any line ending, Follows bodies, limits."""
+        position = 0
+        size = len(chunk)
+        boundary = _BOUNDARY.search
+        while position < size:
+            skip = _BLANKS.match(chunk, position)
+            if skip is not None:
+                position = skip.end()
+            if position >= size:
+                break
+            found = boundary(chunk, position)
+            if found is None:
+                return position
+            end = found.end()
+            body_end = found.start()
+            follows = chunk.startswith(_RESPONSE_FOLLOWS, position)
+            if follows and _follows_has_body(chunk[position:body_end]):
+                marker = chunk.find(_END_COMMAND_BYTES, position)
+                found = boundary(chunk, marker) if marker >= 0 else None
+                if found is None:
+                    return position  # the body goes on past this chunk
+                end = found.end()
+                body_end = found.start()
+            else:
+                follows = False
+            self._emit(chunk[position:body_end], end - position, follows=follows)
+            if self._error is not None:
+                return size
+            position = end
+        return size
+
+    def _emit(self, body: bytes, raw_size: int, *, follows: bool) -> None:
+        """Turn one message's bytes (``body``: up to the newline ending its last line) into a Message."""
+        if raw_size > self.max_buffer:
+            self._fail(f"a message of {raw_size} bytes is longer than the {self.max_buffer}-byte buffer limit")
+            return
+        if raw_size > self.max_message:
+            self._queue.append(
+                self._malformed(f"message of {raw_size} bytes is longer than the limit of {self.max_message}",
+                                raw_size)
+            )
+            return
+        raw_lines = body.split(b"\n")
+        longest = max(map(len, raw_lines))
+        if longest > self.max_line:
+            self._queue.append(
+                self._malformed(f"a line of {longest} bytes is longer than the limit of {self.max_line}", raw_size)
+            )
+            return
+        text = body.decode("utf-8", "replace")
+        lines = text.split("\n")
+        if "\r" in text:
+            lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        output: tuple[str, ...] = ()
+        if follows:
+            lines, output = _split_follows(lines)
+        headers: list[tuple[str, str]] = []
+        error = ""
+        for number, line in enumerate(lines, 1):
+            name, colon, value = line.partition(":")
+            if not colon or not name:
+                if not error:
+                    what = "no colon" if not colon else "no header name"
+                    error = f"line {number} has {what}: {line[:80]!r}"
+                continue
+            headers.append((name, value[1:] if value.startswith(" ") else value))
+        kind: MessageKind = "malformed"
+        if not error:
+            kind = self._classify(tuple(headers))
+            if kind == "malformed":
+                error = self._no_kind_error()
+            else:
+                for name, _value in headers:
+                    _learn_key(name)
+        interned = tuple([(_NAMES.get(name, name), value) for name, value in headers])
+        if kind == "response" and not follows:
+            output = _output_lines(interned)
+        self._queue.append(Message(kind, interned, output, error, raw_size))
+
+
+def _output_lines(headers: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """Values of the ``Output:`` headers (newer Asterisk's command output), if any."""
+    for name, _value in headers:
+        if name == "Output" or _LOWER[name] == "output":
+            return tuple([value for name, value in headers if _LOWER[name] == "output"])
+    return ()
+
+
+def _follows_has_body(first_part: bytes) -> bool:
+    """Whether a "Response: Follows" message's text up to its first empty line shows an old-style output body (so it
+    runs to --END COMMAND--): it contains the end marker, or a line that is not one of the response's own headers."""
+    if _END_COMMAND_BYTES in first_part:
+        return True
+    for line in first_part.split(b"\n"):
+        header = _HEADER_LINE.match(line)
+        if header is None or header.group(1).decode("ascii", "replace").lower() not in _FOLLOWS_HEADERS:
+            return True
+    return False
+
+
+def _split_follows(lines: list[str]) -> tuple[list[str], tuple[str, ...]]:
+    """Split an old-style Follows message into its header lines and its output lines (without the end marker)."""
+    count = 0
+    for line in lines:
+        name, colon, _value = line.partition(":")
+        if not colon or name.lower() not in _FOLLOWS_HEADERS or name.lower() == "output":
+            break
+        count += 1
+    output = lines[count:]
+    for index in range(len(output) - 1, -1, -1):
+        line = output[index]
+        if line.endswith(END_COMMAND):
+            rest = line[: -len(END_COMMAND)]
+            output = output[:index] + ([rest] if rest else [])
+            break
+    return lines[:count], tuple(output)
+
+
+# The fast path fills a Message's slots directly: the frozen dataclass __init__ costs twice as much.
+_slot: Final[dict[str, Any]] = {**vars(_Lookup), **vars(Message)}
+_set_kind: Final = _slot["kind"].__set__
+_set_headers: Final = _slot["headers"].__set__
+_set_output: Final = _slot["output"].__set__
+_set_error: Final = _slot["error"].__set__
+_set_raw_size: Final = _slot["raw_size"].__set__
+_set_index: Final = _slot["_index"].__set__
