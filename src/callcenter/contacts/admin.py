@@ -1,10 +1,32 @@
+from django import forms
 from django.contrib import admin
+from django.utils.translation import gettext as _
 
+from callcenter import numbers
 from callcenter.contacts.models import Contact, ContactPhone
+
+
+class ContactPhoneForm(forms.ModelForm):
+    """The digits and the match key are derived on save; a number they cannot be derived from is refused here, with
+    the same message as contacts.actions, instead of failing the database's non-empty-key check."""
+
+    class Meta:
+        model = ContactPhone
+        fields = ["slot", "number"]
+
+    def clean_number(self) -> str:
+        number = str(self.cleaned_data.get("number") or "").strip()
+        if not numbers.digits_only(number):
+            raise forms.ValidationError(
+                _("“%(number)s” holds no digits; enter a phone number such as +30 210 123 4567.")
+                % {"number": number[:40]}
+            )
+        return number
 
 
 class ContactPhoneInline(admin.TabularInline):
     model = ContactPhone
+    form = ContactPhoneForm
     extra = 0
     max_num = 4
     fields = ["slot", "number", "key"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils.translation import gettext_lazy as _
 
 from callcenter import numbers
@@ -22,6 +23,28 @@ ADMIN_OPTION_FIELDS = [
 OWN_OPTION_FIELDS = ["notify_new_call", "notification_seconds"]
 
 
+def use_model_bounds(form: forms.ModelForm) -> None:
+    """Give each whole-number field the range its model field validates. A positive-integer model field alone gives
+    its form field a minimum of 0: -1 would be told "at least 0", and then 0 "at least 1"."""
+    for name, field in form.fields.items():
+        if not isinstance(field, forms.IntegerField):
+            continue
+        model_validators = form._meta.model._meta.get_field(name).validators
+        lows = [v.limit_value for v in model_validators if isinstance(v, MinValueValidator)]
+        highs = [v.limit_value for v in model_validators if isinstance(v, MaxValueValidator)]
+        if not lows and not highs:
+            continue
+        field.validators = [v for v in field.validators if not isinstance(v, MinValueValidator | MaxValueValidator)]
+        if lows:
+            field.min_value = max(lows)
+            field.validators.append(MinValueValidator(field.min_value))
+            field.widget.attrs["min"] = field.min_value
+        if highs:
+            field.max_value = min(highs)
+            field.validators.append(MaxValueValidator(field.max_value))
+            field.widget.attrs["max"] = field.max_value
+
+
 class CallCenterOptionsForm(forms.ModelForm):
     """S-2. An administrator edits every field; a resource on its own page only S-2.6 and S-2.7 (the others are shown
     read-only: PBX links are for those who know how the PBX is set up)."""
@@ -32,6 +55,7 @@ class CallCenterOptionsForm(forms.ModelForm):
 
     def __init__(self, *args: Any, full_access: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        use_model_bounds(self)
         if not full_access:
             for name in ADMIN_OPTION_FIELDS:
                 if name not in OWN_OPTION_FIELDS:
@@ -92,6 +116,7 @@ class CallCenterSettingsForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        use_model_bounds(self)
         active_types = ActivityType.objects.filter(active=True)
         for name in ("outgoing_activity_type", "incoming_activity_type", "default_activity_type"):
             field = self.fields[name]
