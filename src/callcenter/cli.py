@@ -22,7 +22,13 @@ _STANDALONE = {
     "bridge": "callcenter.bridge.cli",
     "pbxsim": "callcenter.pbxsim.cli",
 }
-_CRM_ALIASES = {"serve": "serve", "demo": "demo", "seed-demo": "seed_demo", "replay": "replay"}
+_CRM_ALIASES = {
+    "serve": "serve",
+    "demo": "demo",
+    "seed-demo": "seed_demo",
+    "replay": "replay",
+    "add-bridge": "add_bridge",
+}
 
 
 def _usage() -> str:
@@ -47,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(_STANDALONE[command])
         entry: Callable[[list[str]], int] = module.main
         return entry(rest)
+    if command == "demo" and not {"-h", "--help"} & set(rest):
+        from callcenter.demo_env import apply_demo_environment
+
+        apply_demo_environment()
     if command in _CRM_ALIASES:
         return _django_main([_CRM_ALIASES[command], *rest])
     return _django_main(args)

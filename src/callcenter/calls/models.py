@@ -76,6 +76,9 @@ class Call(models.Model):
     reconciled = models.BooleanField(
         _("reconciled"), default=False, help_text=_("Ended while the bridge had lost its PBX link.")
     )
+    # S-3.7 "create call when answered": the PBX call id of a group call stored for its first answerer. Unique, so
+    # when two agents answer at once the database lets exactly one row in.
+    answer_group = models.CharField(max_length=200, null=True, blank=True, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -121,3 +124,84 @@ def format_duration(seconds: int) -> str:
     """h:mm:ss, as the list shows it (S-4.4)."""
     seconds = max(0, int(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Bridge(models.Model):
+    """A bridge ("CallCenter.exe") allowed to deliver events and take commands. Both sides sign every request with
+    ``secret`` (wire.sign/verify); it is shown once, when created, and never again."""
+
+    bridge_id = models.SlugField(_("bridge id"), max_length=100, unique=True)
+    name = models.CharField(_("name"), max_length=150, blank=True)
+    secret = models.CharField(max_length=200, editable=False)
+    active = models.BooleanField(_("active"), default=True)
+    # Reported by the bridge itself (wire LinkState):
+    phone_system = models.CharField(_("phone system"), max_length=10, blank=True)
+    pbx_connected = models.BooleanField(_("connected to the PBX"), default=False)
+    extensions = models.JSONField(_("extensions followed"), default=list, blank=True)
+    version = models.CharField(_("version"), max_length=40, blank=True)
+    detail = models.CharField(_("detail"), max_length=500, blank=True)
+    last_seen_at = models.DateTimeField(_("last seen"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["bridge_id"]
+        verbose_name = _("bridge")
+        verbose_name_plural = _("bridges")
+
+    def __str__(self) -> str:
+        return self.name or self.bridge_id
+
+
+class ProcessedEvent(models.Model):
+    """Every wire event id the CRM has taken, so a redelivered event is acknowledged and not applied twice.
+    An event whose rules failed is kept here with its payload and the error, for an administrator."""
+
+    event_id = models.CharField(max_length=200, unique=True)
+    bridge = models.ForeignKey(Bridge, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    event_type = models.CharField(max_length=40)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    failed = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    payload = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("processed bridge event")
+        verbose_name_plural = _("processed bridge events")
+        indexes = [models.Index(fields=["received_at"], name="processedevent_received")]
+
+    def __str__(self) -> str:
+        return self.event_id
+
+
+class CallLeg(models.Model):
+    """What the PBX has said so far about one call at one extension, merged from its events in any order.
+
+    The Call row (what users see) is projected from this; the leg outlives the row, so a cleared call stays cleared
+    when an old event is replayed (S-4.16), and an answer that arrives before the ringing still counts.
+    """
+
+    pbx_call_id = models.CharField(max_length=200)
+    extension = models.CharField(max_length=40)
+    pbx_leg_id = models.CharField(max_length=200, blank=True)
+    direction = models.CharField(max_length=10, blank=True)  # wire Direction: in / out / internal
+    remote_number = models.CharField(max_length=80, blank=True)
+    remote_name = models.CharField(max_length=200, blank=True)
+    transferred_from = models.CharField(max_length=40, blank=True)
+    transferred_to = models.CharField(max_length=80, blank=True)
+    rang_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    cause = models.IntegerField(default=0)
+    answered_elsewhere = models.BooleanField(default=False)
+    reconciled = models.BooleanField(default=False)
+    cleared = models.BooleanField(default=False)
+    call = models.OneToOneField(Call, on_delete=models.SET_NULL, null=True, blank=True, related_name="leg")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pbx_call_id", "extension"], name="callleg_once")]
+        indexes = [models.Index(fields=["updated_at"], name="callleg_updated")]
+
+    def __str__(self) -> str:
+        return f"{self.pbx_call_id}@{self.extension}"

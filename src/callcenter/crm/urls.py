@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.i18n import set_language
 
+from callcenter.calls import bridge_api
 from callcenter.crm import views
 from callcenter.resources import views as resource_views
 
@@ -13,5 +14,6 @@ urlpatterns = [
     path("i18n/setlang/", set_language, name="set_language"),
     path("resources/", include("callcenter.resources.urls")),
     path("settings/call-center/", resource_views.call_center_settings, name="call_center_settings"),
+    path("bridge/v1/events", bridge_api.events, name="bridge_events"),
     path("admin/", admin.site.urls),
 ]

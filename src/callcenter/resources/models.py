@@ -95,6 +95,12 @@ class Resource(models.Model):
         verbose_name=_("Campaign"),
     )
 
+    # What the PBX last reported for this extension (wire AgentState): Busy/DND (S-4.6) and agent log-in. None =
+    # not reported yet. Written only by calls.actions from bridge events.
+    pbx_busy = models.BooleanField(_("Busy"), null=True, blank=True, editable=False)
+    pbx_logged_in = models.BooleanField(_("agent logged in on the PBX"), null=True, blank=True, editable=False)
+    pbx_state_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     class Meta:
         ordering = ["user__username"]
         verbose_name = _("resource")
