@@ -184,7 +184,7 @@ class CallLeg(models.Model):
     pbx_call_id = models.CharField(max_length=200)
     extension = models.CharField(max_length=40)
     pbx_leg_id = models.CharField(max_length=200, blank=True)
-    direction = models.CharField(max_length=10, blank=True)  # wire Direction: in / out / internal
+    direction = models.CharField(max_length=12, blank=True)  # in, out, internal-in, internal-out
     remote_number = models.CharField(max_length=80, blank=True)
     remote_name = models.CharField(max_length=200, blank=True)
     transferred_from = models.CharField(max_length=40, blank=True)
