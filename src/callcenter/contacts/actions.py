@@ -9,11 +9,12 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Right
 from django.utils.translation import gettext as _
@@ -142,6 +143,11 @@ def rekey_phones(digits_to_scan: int) -> int:
     return ContactPhone.objects.update(key=Right("digits", digits_to_scan))
 
 
+def _contacts_with_key(key: str) -> QuerySet[Contact]:
+    """The match itself, in one place: contacts having a slot with this key, oldest first."""
+    return Contact.objects.filter(pk__in=ContactPhone.objects.filter(key=key).values("contact_id")).order_by("id")
+
+
 def contacts_matching_number(
     raw: str | None, *, rules: MatchRules | None = None, dialled: bool = False
 ) -> QuerySet[Contact]:
@@ -151,11 +157,35 @@ def contacts_matching_number(
     key = rules.key(raw, dialled=dialled)
     if not key or numbers.is_internal(raw, rules.internal_digits):
         return Contact.objects.none()
-    return Contact.objects.filter(pk__in=ContactPhone.objects.filter(key=key).values("contact_id")).order_by("id")
+    return _contacts_with_key(key)
+
+
+_KEY_PARAMETER = "\x00caller match key\x00"  # stands for the key in the compiled statement; no key can equal it
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_match(alias: str, limit: int) -> tuple[str, tuple[object, ...]]:
+    """SQL and parameters of ``_contacts_with_key(key)[:limit]`` on database ``alias``, ``_KEY_PARAMETER`` in the
+    key's place. Compiling that queryset costs about 0.3 ms of Python, three quarters of a whole caller match on a
+    million contacts (bench/caller_lookup.py); the statement never changes, only the key, so it is compiled once."""
+    query = _contacts_with_key(_KEY_PARAMETER)[:limit].query
+    sql, params = query.get_compiler(using=alias).as_sql()
+    return sql, tuple(params)
 
 
 def match_caller(
     raw: str | None, *, rules: MatchRules | None = None, dialled: bool = False, limit: int = 20
 ) -> list[Contact]:
-    """The contacts matching ``raw``, at most ``limit`` (with several, the caller offers the choice)."""
-    return list(contacts_matching_number(raw, rules=rules, dialled=dialled)[:limit])
+    """The contacts matching ``raw``, at most ``limit``, oldest first (with several, the caller offers the choice).
+
+    The same match as ``contacts_matching_number(...)[:limit]``, run from its once-compiled SQL: this is the lookup
+    made for every ringing call."""
+    if limit < 0:
+        raise ValueError(f"limit must be 0 or more, not {limit}")
+    rules = rules or MatchRules.current()
+    key = rules.key(raw, dialled=dialled)
+    if not key or limit == 0 or numbers.is_internal(raw, rules.internal_digits):
+        return []
+    alias = router.db_for_read(Contact)
+    sql, params = _compiled_match(alias, limit)
+    return list(Contact.objects.raw(sql, [key if p == _KEY_PARAMETER else p for p in params], using=alias))

@@ -1,0 +1,734 @@
+"""Caller lookup: how fast an incoming number finds its contacts, on SQLite and on PostgreSQL.
+
+What it measures (issue 2, item 7):
+- A database of N contacts (default 1,000,000) with 1-4 realistic Greek numbers each, written in the varied ways people
+  type them (+30..., 0030..., spaces, dashes, dots, parentheses); some contacts share their company's switchboard.
+- p50/p99 of a caller match through the product's own code path, `contacts.actions.match_caller(number, rules=...)`,
+  over random caller IDs (hits written as a PBX reports them, and misses).
+- The anchor: the same match done as `LIKE '%<last N digits>'` over the raw `number` column (what a schema without a
+  match key would do), and, as a second figure, the same LIKE over the `digits` column (a fairer scan: the raw column
+  holds formatting, so a LIKE over it misses most numbers). The ratio is LIKE p50 / match p50.
+- Targets: match p99 < 1 ms and a ratio >= 100x. Missing a target is reported, not an error (speed belongs here, not in
+  pass/fail), unless --check-targets is given.
+
+How the data gets in: generated deterministically from --seed and loaded in bulk in one transaction (executemany on
+SQLite, COPY on PostgreSQL). The derived columns (digits, match key, folded search text) are computed through
+`callcenter.numbers` and the model's own helper, exactly as the actions do, and every run re-creates a sample of the
+loaded contacts with the real `create_contact` action (rolled back) and compares the rows field by field.
+
+The SQLite database is kept under var/bench/ and reused when its fingerprint (data version, seed, size, migrations, the
+number rules' source) and row counts match, so a second run skips the load. PostgreSQL gets a throwaway database
+`callcenter_bench_<pid>`, dropped at the end even on failure or Ctrl-C.
+
+Output: progress on stderr; on stdout one summary line per database, starting with "caller_lookup <db>:".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import hashlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_VERSION = 1  # bump when the generator below changes what it writes
+DIGITS_TO_SCAN = 10  # the product default (S-3.2)
+MATCH_LIMIT = 20  # match_caller's default
+TARGET_P99_MS = 1.0
+TARGET_RATIO = 100.0
+EXIT_POSTGRES_UNREACHABLE = 3
+BATCH = 50_000
+VERIFY_SAMPLE = 200
+
+# --------------------------------------------------------------------------------------------------------------------
+# Realistic Greek (and some English) contacts. Deterministic for a given seed.
+# --------------------------------------------------------------------------------------------------------------------
+
+GREEK_MEN = ["Γιώργος", "Νίκος", "Κωνσταντίνος", "Δημήτρης", "Γιάννης", "Παναγιώτης", "Βασίλης", "Χρήστος",
+             "Αθανάσιος", "Μιχάλης", "Ευάγγελος", "Σπύρος", "Αντώνης", "Ηλίας", "Θοδωρής", "Στέλιος", "Άγγελος",
+             "Μανώλης", "Πέτρος", "Στάθης"]
+GREEK_WOMEN = ["Μαρία", "Ελένη", "Αικατερίνη", "Βασιλική", "Σοφία", "Αγγελική", "Γεωργία", "Δήμητρα", "Κωνσταντίνα",
+               "Χριστίνα", "Ευαγγελία", "Ειρήνη", "Παναγιώτα", "Αναστασία", "Ιωάννα", "Δέσποινα", "Χαρά", "Φωτεινή",
+               "Ζωή", "Στυλιανή"]
+# (man's form, woman's form)
+GREEK_SURNAMES = [("Παπαδόπουλος", "Παπαδοπούλου"), ("Παπαγεωργίου", "Παπαγεωργίου"), ("Νικολάου", "Νικολάου"),
+                  ("Γεωργίου", "Γεωργίου"), ("Οικονόμου", "Οικονόμου"), ("Ιωάννου", "Ιωάννου"),
+                  ("Παπαδάκης", "Παπαδάκη"), ("Βασιλείου", "Βασιλείου"), ("Κωνσταντίνου", "Κωνσταντίνου"),
+                  ("Μακρής", "Μακρή"), ("Αντωνίου", "Αντωνίου"), ("Δημητρίου", "Δημητρίου"),
+                  ("Καραγιάννης", "Καραγιάννη"), ("Αθανασίου", "Αθανασίου"), ("Πετρόπουλος", "Πετροπούλου"),
+                  ("Ζαχαρίου", "Ζαχαρίου"), ("Μιχαηλίδης", "Μιχαηλίδου"), ("Αλεξίου", "Αλεξίου"),
+                  ("Χατζηδάκης", "Χατζηδάκη"), ("Σταματόπουλος", "Σταματοπούλου"), ("Λαμπρόπουλος", "Λαμπροπούλου"),
+                  ("Κυριακίδης", "Κυριακίδου"), ("Τσιρίγος", "Τσιρίγου"), ("Ρήγας", "Ρήγα"),
+                  ("Σωτηρίου", "Σωτηρίου"), ("Φραγκιαδάκης", "Φραγκιαδάκη"), ("Μαυρίδης", "Μαυρίδου"),
+                  ("Ξενάκης", "Ξενάκη"), ("Ψαρράς", "Ψαρρά"), ("Ευαγγέλου", "Ευαγγέλου")]
+ENGLISH_FIRST = ["John", "Mary", "James", "Patricia", "Robert", "Jennifer", "Michael", "Linda", "David", "Susan",
+                 "William", "Karen", "Thomas", "Sarah", "Daniel", "Emma", "Oliver", "Sophie", "George", "Helen"]
+ENGLISH_LAST = ["Smith", "Johnson", "Brown", "Taylor", "Wilson", "Davies", "Evans", "Thomas", "Roberts", "Walker",
+                "Wright", "Thompson", "White", "Hughes", "Edwards", "Green", "Hall", "Wood", "Harris", "Clarke"]
+COMPANY_FIRST = ["Αιγαίον", "Ολυμπιακή", "Ελληνική", "Αττική", "Μακεδονική", "Κρητική", "Ιόνιος", "Θεσσαλική",
+                 "Aegean", "Hellenic", "Athens", "Delta", "Omega", "Poseidon", "Athena", "Apollo", "Hermes", "Nike",
+                 "Ήπειρος", "Πελοπόννησος"]
+COMPANY_SECOND = ["Τεχνική", "Εμπορική", "Ναυτιλιακή", "Logistics", "Software", "Τρόφιμα", "Κατασκευαστική",
+                  "Energy", "Foods", "Systems", "Ασφαλιστική", "Φαρμακευτική", "Travel", "Marine", "Consulting",
+                  "Ηλεκτρονική", "Εκδόσεις", "Motors", "Καφέ", "Textiles"]
+COMPANY_FORM = ["Α.Ε.", "Ο.Ε.", "Ε.Π.Ε.", "Ι.Κ.Ε.", "S.A.", "Ltd", ""]
+
+# Landlines: 10 digits starting with 2 (area code of 3-5 digits); mobiles: 69x + 7 digits.
+AREA_CODES = ["210"] * 6 + ["2310"] * 3 + ["2610", "2810", "2410", "2510", "2651", "2421", "27210", "28310",
+                                           "22410", "22810", "26610", "25310"]
+MOBILE_PREFIXES = ["690", "693", "694", "695", "697", "698", "699"]
+# Never generated for contacts: misses look like real Greek numbers but cannot match.
+MISS_PREFIXES = ["800", "801", "691", "6920"]
+
+
+def _national(rng: random.Random) -> tuple[str, str]:
+    """(prefix, rest) of a 10-digit Greek number: an area code or a mobile prefix, then the subscriber digits."""
+    prefix = rng.choice(MOBILE_PREFIXES) if rng.random() < 0.55 else rng.choice(AREA_CODES)
+    rest = "".join(rng.choices("0123456789", k=10 - len(prefix)))
+    if rest[0] == "0":  # subscriber numbers do not start with 0
+        rest = str(rng.randint(1, 9)) + rest[1:]
+    return prefix, rest
+
+
+# How people write a number in a contact form. Each takes (prefix, rest).
+CONTACT_FORMATS: list[Callable[[str, str], str]] = [
+    lambda p, r: p + r,
+    lambda p, r: f"{p} {r}",
+    lambda p, r: f"{p} {r[:3]} {r[3:]}",
+    lambda p, r: f"{p}-{r}",
+    lambda p, r: f"+30 {p} {r}",
+    lambda p, r: f"+30{p}{r}",
+    lambda p, r: f"0030 {p} {r}",
+    lambda p, r: f"0030{p}{r}",
+    lambda p, r: f"({p}) {r}",
+    lambda p, r: f"+30 ({p}) {r[:3]}-{r[3:]}",
+    lambda p, r: f"{p}.{r[:3]}.{r[3:]}",
+    lambda p, r: f"+30-{p}-{r}",
+]
+
+# How a PBX reports a caller (weights in CALLER_WEIGHTS).
+CALLER_FORMATS: list[Callable[[str], str]] = [
+    lambda n: n,
+    lambda n: "+30" + n,
+    lambda n: "0030" + n,
+    lambda n: "30" + n,
+    lambda n: f"+30 {n[:3]} {n[3:6]} {n[6:]}",
+]
+CALLER_WEIGHTS = [40, 20, 20, 5, 15]
+
+
+class ContactSource:
+    """Generates contact rows and their phone rows; the derived columns come from the product's own rules."""
+
+    def __init__(self, seed: int, contact_model: Any) -> None:
+        self.rng = random.Random(seed)
+        self.contact_model = contact_model
+        self._search_text: dict[tuple[str, str, str], str] = {}
+        company_rng = random.Random(seed + 1)
+        # (name, switchboard prefix, switchboard rest): some of a company's contacts give its switchboard number.
+        self.companies = [
+            (f"{first} {second} {form}".strip(), *_national(company_rng))
+            for first in COMPANY_FIRST
+            for second in COMPANY_SECOND
+            for form in COMPANY_FORM
+        ]
+
+    def search_text(self, first: str, last: str, company: str) -> str:
+        # Through the model's own method, as create_contact does; names repeat, so remember the results.
+        names = (first, last, company)
+        found = self._search_text.get(names)
+        if found is None:
+            found = self.contact_model(first_name=first, last_name=last, company=company).computed_search_text()
+            self._search_text[names] = found
+        return found
+
+    def contact(self, contact_id: int) -> tuple[tuple[str, str, str, str, str], list[str]]:
+        """((first, last, company, email, search_text), [number for slot 1, 2, ...])."""
+        rng = self.rng
+        company = ""
+        switchboard = None
+        if rng.random() < 0.25:
+            company, prefix, rest = rng.choice(self.companies)
+            if rng.random() < 0.2:
+                switchboard = (prefix, rest)
+        if company and rng.random() < 0.12:
+            first = last = ""  # a company-only contact
+        elif rng.random() < 0.75:
+            man = rng.random() < 0.5
+            first = rng.choice(GREEK_MEN if man else GREEK_WOMEN)
+            last = rng.choice(GREEK_SURNAMES)[0 if man else 1]
+        else:
+            first, last = rng.choice(ENGLISH_FIRST), rng.choice(ENGLISH_LAST)
+        email = f"contact{contact_id}@example.gr" if rng.random() < 0.4 else ""
+        count = rng.randint(1, 4)
+        phones = []
+        for slot in range(count):
+            prefix, rest = switchboard if (slot == 0 and switchboard) else _national(rng)
+            phones.append(rng.choice(CONTACT_FORMATS)(prefix, rest))
+        return (first, last, company, email, self.search_text(first, last, company)), phones
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+_started = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - _started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence."""
+    if not sorted_values:
+        raise ValueError("no samples")
+    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def fmt_ms(seconds: float) -> str:
+    ms = seconds * 1000
+    if ms >= 100:
+        return f"{ms:.0f}ms"
+    if ms >= 10:
+        return f"{ms:.1f}ms"
+    return f"{ms:.3f}ms"
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# One database: set Django up on it, load (or reuse), verify, measure
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def setup_django(database_url: str) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "callcenter.crm.settings"
+    os.environ["CALLCENTER_SECRET_KEY"] = "bench-only-throwaway-key-" + os.urandom(8).hex()
+    os.environ["CALLCENTER_DATABASE_URL"] = database_url
+    os.environ.setdefault("CALLCENTER_LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+
+
+def fingerprint(options: argparse.Namespace) -> str:
+    import inspect
+
+    from django.db.migrations.loader import MigrationLoader
+
+    from callcenter import numbers
+    from callcenter.contacts import actions
+
+    # Only the contacts tables are loaded; other apps' migrations are applied to a cached file by migrate.
+    graph = MigrationLoader(None, ignore_no_migrations=True).graph
+    leaves = sorted(f"{app}.{name}" for app, name in graph.leaf_nodes("contacts"))
+    rules_source = "".join(inspect.getsource(part) for part in (numbers, actions.MatchRules, actions._phone_row))
+    parts = [f"data-v{DATA_VERSION}", f"seed={options.seed}", f"contacts={options.contacts}", *leaves,
+             hashlib.sha256(rules_source.encode()).hexdigest()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def cached_sqlite_is_usable(path: Path, expected_fingerprint: str) -> tuple[bool, str]:
+    """Whether ``path`` holds a completely loaded database of this fingerprint (read without Django)."""
+    if not path.exists():
+        return False, "no cached database"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            meta = dict(db.execute("SELECT k, v FROM bench_meta").fetchall())
+            if meta.get("fingerprint") != expected_fingerprint:
+                return False, "cached database is from another version or size"
+            contacts = db.execute("SELECT COUNT(*) FROM contacts_contact").fetchone()[0]
+            phones = db.execute("SELECT COUNT(*) FROM contacts_contactphone").fetchone()[0]
+    except sqlite3.Error as exc:
+        return False, f"cached database unreadable or incomplete ({exc})"
+    if str(contacts) != meta.get("contacts") or str(phones) != meta.get("phones"):
+        return False, f"cached database row counts changed ({contacts} contacts, {phones} phones)"
+    return True, f"{contacts} contacts, {phones} phones"
+
+
+def remove_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def _column_plan(model: Any, generated: Sequence[str]) -> tuple[list[str], tuple[Any, ...]]:
+    """Column names in insert order: the generated fields first, then every other concrete field at its default.
+
+    Fails with a message when the model gained a required field this bench does not know how to fill."""
+    from django.db import connection
+
+    by_attname = {field.attname: field for field in model._meta.concrete_fields}
+    missing = [name for name in generated if name not in by_attname]
+    if missing:
+        raise SystemExit(f"{model.__name__} no longer has {missing}; update bench/caller_lookup.py")
+    columns = [by_attname[name].column for name in generated]
+    constants = []
+    for attname, field in by_attname.items():
+        if attname in generated:
+            continue
+        if not field.has_default() and not field.null and not getattr(field, "auto_now", False):
+            raise SystemExit(
+                f"{model.__name__}.{attname} is required and has no default; teach bench/caller_lookup.py its value"
+            )
+        value = None if not field.has_default() and field.null else field.get_default()
+        columns.append(field.column)
+        constants.append(field.get_db_prep_save(value, connection))
+    return columns, tuple(constants)
+
+
+CONTACT_FIELDS = ["id", "first_name", "last_name", "company", "email", "notes", "search_text", "created_at",
+                  "updated_at"]
+PHONE_FIELDS = ["id", "contact_id", "slot", "number", "digits", "key"]
+
+
+def generate_rows(
+    options: argparse.Namespace, rules: Any, contact_constants: tuple[Any, ...], phone_constants: tuple[Any, ...]
+) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+    """Batches of (contact rows, phone rows) in the column order of _column_plan, ids from 1."""
+    from django.db import connection
+
+    from callcenter import numbers
+    from callcenter.contacts.models import Contact
+
+    source = ContactSource(options.seed, Contact)
+    # auto_now_add/auto_now: one moment for the whole load, adapted by the backend as a save would.
+    stamp = Contact._meta.get_field("created_at").get_db_prep_save(datetime.now(UTC), connection)
+    phone_id = 0
+    contacts: list[tuple[Any, ...]] = []
+    phones: list[tuple[Any, ...]] = []
+    key = rules.key
+    digits_only = numbers.digits_only
+    for contact_id in range(1, options.contacts + 1):
+        (first, last, company, email, search_text), numbers_in_slots = source.contact(contact_id)
+        contacts.append((contact_id, first, last, company, email, "", search_text, stamp, stamp, *contact_constants))
+        for slot, number in enumerate(numbers_in_slots, start=1):
+            phone_id += 1
+            # As contacts.actions._phone_row: the number as entered, its digits, its key under the current rules.
+            phones.append((phone_id, contact_id, slot, number, digits_only(number), key(number), *phone_constants))
+        if len(contacts) >= BATCH:
+            yield contacts, phones
+            contacts, phones = [], []
+    if contacts:
+        yield contacts, phones
+
+
+def load(options: argparse.Namespace, rules: Any, vendor: str) -> tuple[int, int]:
+    """Bulk-load the generated contacts in one transaction; returns (contacts, phones)."""
+    from django.core.management.color import no_style
+    from django.db import connection, transaction
+
+    from callcenter.contacts.models import Contact, ContactPhone
+
+    contact_table, phone_table = Contact._meta.db_table, ContactPhone._meta.db_table
+    n_contacts = n_phones = 0
+    raw = connection.connection
+    assert raw is not None, "connect before loading"
+    contact_columns, contact_constants = _column_plan(Contact, CONTACT_FIELDS)
+    phone_columns, phone_constants = _column_plan(ContactPhone, PHONE_FIELDS)
+    quote = connection.ops.quote_name
+
+    def insert_sql(table: str, columns: list[str], placeholder: str) -> str:
+        return (f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) "
+                f"VALUES ({', '.join([placeholder] * len(columns))})")
+
+    def copy_sql(table: str, columns: list[str]) -> str:
+        return f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+
+    with transaction.atomic():
+        cursor = raw.cursor()
+        for contacts, phones in generate_rows(options, rules, contact_constants, phone_constants):
+            if vendor == "sqlite":
+                cursor.executemany(insert_sql(contact_table, contact_columns, "?"), contacts)
+                cursor.executemany(insert_sql(phone_table, phone_columns, "?"), phones)
+            else:
+                with cursor.copy(copy_sql(contact_table, contact_columns)) as copy:
+                    for row in contacts:
+                        copy.write_row(row)
+                with cursor.copy(copy_sql(phone_table, phone_columns)) as copy:
+                    for row in phones:
+                        copy.write_row(row)
+            n_contacts += len(contacts)
+            n_phones += len(phones)
+            if n_contacts % 200_000 == 0 or n_contacts == options.contacts:
+                log(f"  loaded {n_contacts:,} contacts, {n_phones:,} phones")
+        cursor.close()
+        # Ids were given explicitly; let the next save continue after them.
+        with connection.cursor() as django_cursor:
+            for statement in connection.ops.sequence_reset_sql(no_style(), [Contact, ContactPhone]):
+                django_cursor.execute(statement)
+    return n_contacts, n_phones
+
+
+def verify_sample(options: argparse.Namespace, rules: Any) -> int:
+    """Re-create sampled contacts with the real create_contact action (rolled back) and compare every derived column
+    with the bulk-loaded rows. Returns how many phones were compared; raises SystemExit on any difference."""
+    from django.db import transaction
+
+    from callcenter.contacts.actions import create_contact
+    from callcenter.contacts.models import Contact, ContactPhone
+
+    class _Rollback(Exception):
+        pass
+
+    rng = random.Random(options.seed + 2)
+    max_id = Contact.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    ids = sorted({rng.randint(1, max_id) for _ in range(min(VERIFY_SAMPLE, max_id))})
+    contact_fields = ["first_name", "last_name", "company", "email", "notes", "search_text"]
+    phone_fields = ["slot", "number", "digits", "key"]
+    compared = 0
+    for contact in Contact.objects.filter(id__in=ids).prefetch_related("phones"):
+        loaded_phones = sorted(tuple(getattr(p, f) for f in phone_fields) for p in contact.phones.all())
+        try:
+            with transaction.atomic():
+                made = create_contact(
+                    **{f: getattr(contact, f) for f in contact_fields if f != "search_text"},
+                    phones={slot: number for slot, number, _, _ in loaded_phones},
+                    rules=rules,
+                )
+                made_row = Contact.objects.values(*contact_fields).get(pk=made.pk)
+                made_phones = list(
+                    ContactPhone.objects.filter(contact=made).order_by("slot").values_list(*phone_fields)
+                )
+                raise _Rollback
+        except _Rollback:
+            pass
+        loaded_row = {f: getattr(contact, f) for f in contact_fields}
+        if made_row != loaded_row or made_phones != loaded_phones:
+            raise SystemExit(
+                f"bulk-loaded contact {contact.pk} differs from what create_contact writes:\n"
+                f"  loaded: {loaded_row} {loaded_phones}\n  action: {made_row} {made_phones}"
+            )
+        compared += len(loaded_phones)
+    if not compared:
+        raise SystemExit("verification compared no phones; the database looks empty")
+    return compared
+
+
+def caller_samples(options: argparse.Namespace, phones: int) -> list[tuple[str, int | None]]:
+    """(caller number as a PBX reports it, a contact id it must find or None for a miss)."""
+    from callcenter.contacts.models import ContactPhone
+
+    rng = random.Random(options.seed + 3)
+    total = options.lookups + options.warmup
+    hit_ids = [rng.randint(1, phones) for _ in range(total)]
+    known: dict[int, tuple[int, str]] = {}
+    for start in range(0, len(hit_ids), 500):
+        chunk = hit_ids[start : start + 500]
+        known.update(
+            (pk, (contact_id, digits))
+            for pk, contact_id, digits in ContactPhone.objects.filter(id__in=chunk).values_list(
+                "id", "contact_id", "digits"
+            )
+        )
+    samples: list[tuple[str, int | None]] = []
+    for phone_id in hit_ids:
+        if rng.random() < options.miss_share:
+            prefix = rng.choice(MISS_PREFIXES)
+            national = prefix + "".join(rng.choices("0123456789", k=10 - len(prefix)))
+            samples.append((rng.choices(CALLER_FORMATS, CALLER_WEIGHTS)[0](national), None))
+        else:
+            contact_id, digits = known[phone_id]
+            samples.append((rng.choices(CALLER_FORMATS, CALLER_WEIGHTS)[0](digits[-DIGITS_TO_SCAN:]), contact_id))
+    return samples
+
+
+def measure(options: argparse.Namespace, rules: Any, phones: int) -> dict[str, Any]:
+    from callcenter.contacts.actions import match_caller
+    from callcenter.contacts.models import Contact, ContactPhone
+
+    samples = caller_samples(options, phones)
+    warmup, timed = samples[: options.warmup], samples[options.warmup :]
+    for number, _ in warmup:
+        match_caller(number, rules=rules)
+
+    gc.collect()
+    durations: list[float] = []
+    wrong: list[str] = []
+    hits = found = 0
+    clock = time.perf_counter
+    for number, expected in timed:
+        t0 = clock()
+        contacts = match_caller(number, rules=rules)
+        durations.append(clock() - t0)
+        ids = [c.pk for c in contacts]
+        if expected is None:
+            if ids:
+                wrong.append(f"{number!r} should match nobody, matched {ids}")
+        else:
+            hits += 1
+            if expected in ids:
+                found += 1
+            elif len(ids) < MATCH_LIMIT:  # a number shared by more than the limit may leave it out
+                wrong.append(f"{number!r} should find contact {expected}, found {ids}")
+    if wrong:
+        raise SystemExit("match_caller returned wrong contacts:\n  " + "\n  ".join(wrong[:10]))
+    durations.sort()
+
+    def like_baseline(column: str) -> tuple[list[float], int]:
+        """The same match as a suffix LIKE over ``column``: every row scanned, no index can help."""
+        times: list[float] = []
+        matched = 0
+        picks = random.Random(options.seed + 4).sample(timed, min(options.like_lookups, len(timed)))
+        for number, _ in picks:
+            key = rules.key(number)
+            t0 = clock()
+            rows = list(
+                Contact.objects.filter(
+                    pk__in=ContactPhone.objects.filter(**{f"{column}__endswith": key}).values("contact_id")
+                ).order_by("id")[:MATCH_LIMIT]
+            )
+            times.append(clock() - t0)
+            matched += bool(rows)
+        times.sort()
+        return times, matched
+
+    log(f"  LIKE over the raw number column ({options.like_lookups} lookups)...")
+    like_number, like_number_matched = like_baseline("number")
+    log(f"  LIKE over the digits column ({options.like_lookups} lookups)...")
+    like_digits, like_digits_matched = like_baseline("digits")
+    return {
+        "lookups": len(durations),
+        "hits": hits,
+        "found": found,
+        "p50": percentile(durations, 0.50),
+        "p99": percentile(durations, 0.99),
+        "max": durations[-1],
+        "like_number_p50": percentile(like_number, 0.50),
+        "like_number_matched": like_number_matched,
+        "like_digits_p50": percentile(like_digits, 0.50),
+        "like_digits_matched": like_digits_matched,
+        "like_samples": len(like_number),
+    }
+
+
+def report(db: str, contacts: int, phones: int, load_note: str, m: dict[str, Any]) -> tuple[str, bool]:
+    ratio = m["like_number_p50"] / m["p50"]
+    ratio_digits = m["like_digits_p50"] / m["p50"]
+    p99_ok = m["p99"] * 1000 < TARGET_P99_MS
+    ratio_ok = ratio >= TARGET_RATIO
+    line = (
+        f"caller_lookup {db}: contacts={contacts} phones={phones} "
+        f"match p50={fmt_ms(m['p50'])} p99={fmt_ms(m['p99'])} (n={m['lookups']}) "
+        f"| LIKE(number) p50={fmt_ms(m['like_number_p50'])} (n={m['like_samples']}) | ratio={ratio:.0f}x "
+        f"| LIKE(digits) p50={fmt_ms(m['like_digits_p50'])} ratio={ratio_digits:.0f}x "
+        f"| target p99<{TARGET_P99_MS:g}ms: {'OK' if p99_ok else 'MISSED'}, "
+        f">={TARGET_RATIO:g}x: {'OK' if ratio_ok else 'MISSED'} | {load_note}"
+    )
+    log(f"  {m['hits']} hits ({m['found']} found their contact), {m['lookups'] - m['hits']} misses; "
+        f"match max={fmt_ms(m['max'])}; LIKE matched anything in {m['like_number_matched']}/{m['like_samples']} "
+        f"lookups on the raw column, {m['like_digits_matched']}/{m['like_samples']} on digits")
+    return line, p99_ok and ratio_ok
+
+
+def run_sqlite(options: argparse.Namespace) -> int:
+    cache_dir = Path(options.cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"caller_lookup-{options.contacts}-s{options.seed}.sqlite3"
+    setup_django(f"sqlite:///{path}")  # four slashes: absolute path
+    from django.core.management import call_command
+    from django.db import connection
+
+    from callcenter.contacts.actions import MatchRules
+
+    wanted = fingerprint(options)
+    usable, why = cached_sqlite_is_usable(path, wanted)
+    if usable and not options.rebuild:
+        log(f"sqlite: reusing the cached database {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
+            f"({why}); --rebuild to load it again")
+        load_note = "db=cached"
+    else:
+        log(f"sqlite: building {path} ({'--rebuild' if usable else why})")
+        remove_sqlite(path)
+        load_note = ""
+    call_command("migrate", verbosity=0, interactive=False)
+    rules = MatchRules.current()
+    if rules.digits_to_scan != DIGITS_TO_SCAN:
+        raise SystemExit(f"expected the default digits to scan {DIGITS_TO_SCAN}, found {rules.digits_to_scan}")
+
+    if not load_note:
+        connection.ensure_connection()
+        with connection.cursor() as c:
+            # A failed load is thrown away, so it needs no journal; WAL comes back right after.
+            c.execute("PRAGMA journal_mode=OFF")
+            c.execute("PRAGMA synchronous=OFF")
+            c.execute("PRAGMA cache_size=-262144")  # 256 MiB while the key index grows in random order
+        t0 = time.monotonic()
+        contacts, phones = load(options, rules, "sqlite")
+        with connection.cursor() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS bench_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+            c.executemany("INSERT OR REPLACE INTO bench_meta (k, v) VALUES (%s, %s)",
+                          [("fingerprint", wanted), ("contacts", str(contacts)), ("phones", str(phones))])
+            c.execute("PRAGMA cache_size=-2000")
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+        load_seconds = time.monotonic() - t0
+        log(f"sqlite: loaded {contacts:,} contacts and {phones:,} phones in {load_seconds:.1f}s")
+        load_note = f"db=built in {load_seconds:.0f}s"
+        connection.close()  # measure on a fresh connection with the product's own settings
+    else:
+        from callcenter.contacts.models import Contact, ContactPhone
+
+        contacts, phones = Contact.objects.count(), ContactPhone.objects.count()
+
+    compared = verify_sample(options, rules)
+    log(f"sqlite: {compared} sampled phones equal what create_contact writes")
+    log(f"sqlite: {options.lookups} caller matches through match_caller...")
+    measured = measure(options, rules, phones)
+    line, met = report("sqlite", contacts, phones, load_note, measured)
+    print(line, flush=True)
+    return 1 if (options.check_targets and not met) else 0
+
+
+def run_postgres(options: argparse.Namespace) -> int:
+    import psycopg
+    from psycopg import sql
+
+    admin = urlsplit(options.pg_url)
+    name = f"callcenter_bench_{os.getpid()}"
+    try:
+        admin_conn = psycopg.connect(options.pg_url.replace("postgres://", "postgresql://", 1), autocommit=True,
+                                     connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"caller_lookup postgres: SKIPPED - PostgreSQL is unreachable at {admin.hostname}:{admin.port or 5432} "
+              f"({reason}); start it (pg_ctlcluster <version> main start) or pass --pg-url", flush=True)
+        return EXIT_POSTGRES_UNREACHABLE
+    created = False
+    try:
+        admin_conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created = True
+        log(f"postgres: created the throwaway database {name}")
+        bench_url = urlunsplit((admin.scheme, admin.netloc, "/" + name, admin.query, ""))
+        setup_django(bench_url)
+        from django.core.management import call_command
+        from django.db import connection, connections
+
+        from callcenter.contacts.actions import MatchRules
+
+        call_command("migrate", verbosity=0, interactive=False)
+        rules = MatchRules.current()
+        t0 = time.monotonic()
+        contacts, phones = load(options, rules, "postgresql")
+        log(f"postgres: loaded {contacts:,} contacts and {phones:,} phones in {time.monotonic() - t0:.1f}s; "
+            "VACUUM ANALYZE (what autovacuum does after a bulk load)")
+        connection.ensure_connection()
+        with connection.cursor() as c:
+            c.execute("VACUUM ANALYZE contacts_contact")
+            c.execute("VACUUM ANALYZE contacts_contactphone")
+        load_seconds = time.monotonic() - t0
+        connection.close()
+        compared = verify_sample(options, rules)
+        log(f"postgres: {compared} sampled phones equal what create_contact writes")
+        log(f"postgres: {options.lookups} caller matches through match_caller...")
+        measured = measure(options, rules, phones)
+        line, met = report("postgres", contacts, phones, f"db=built in {load_seconds:.0f}s", measured)
+        print(line, flush=True)
+        return 1 if (options.check_targets and not met) else 0
+    finally:
+        with contextlib.suppress(Exception):
+            from django.db import connections
+
+            connections.close_all()
+        if created:
+            try:
+                admin_conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                log(f"postgres: dropped {name}")
+            except psycopg.Error as exc:
+                log(f"postgres: could not drop {name} ({exc}); drop it by hand: DROP DATABASE {name};")
+        admin_conn.close()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Entry point: --db both runs each database in a child process of its own (a Django process has one settings module)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def run_children(options: argparse.Namespace, argv: list[str]) -> int:
+    passthrough = []
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--db":
+            skip = i + 1 < len(argv)
+            continue
+        if arg.startswith("--db="):
+            continue
+        passthrough.append(arg)
+    failures = 0
+    for db in ("sqlite", "postgres"):
+        child = subprocess.Popen([sys.executable, __file__, "--db", db, *passthrough], stdout=subprocess.PIPE,
+                                 text=True)
+        previous = signal.signal(signal.SIGTERM, lambda signum, _f, c=child: c.send_signal(signum))
+        try:
+            assert child.stdout is not None
+            for line in child.stdout:
+                print(line, end="", flush=True)
+            code = child.wait()
+        except KeyboardInterrupt:
+            child.wait()  # it got the same Ctrl-C; let it drop its database
+            return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if code == EXIT_POSTGRES_UNREACHABLE and db == "postgres":
+            continue  # asked for "both": an absent server is reported, not a failure
+        if code != 0:
+            print(f"caller_lookup {db}: FAILED (exit {code})", flush=True)
+            failures += 1
+    return 1 if failures else 0
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, default=1_000_000, help="contacts to load (default 1,000,000)")
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--lookups", type=int, default=2000, help="timed caller matches (default 2000)")
+    parser.add_argument("--like-lookups", type=int, default=30, help="timed LIKE queries per column (default 30)")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed matches first (default 200)")
+    parser.add_argument("--miss-share", type=float, default=0.2, help="share of callers nobody has (default 0.2)")
+    parser.add_argument("--seed", type=int, default=2, help="data and sample seed (default 2)")
+    parser.add_argument("--cache-dir", default=str(ROOT / "var" / "bench"), help="where the SQLite database is kept")
+    parser.add_argument("--rebuild", action="store_true", help="load the SQLite database again even if cached")
+    parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres",
+                        help="PostgreSQL server to create the throwaway database on (an existing database to "
+                             "connect to first)")
+    parser.add_argument("--check-targets", action="store_true", help="exit 1 when a target is missed")
+    options = parser.parse_args(argv)
+    if options.contacts < 10 or options.lookups < 1 or options.like_lookups < 1 or not 0 <= options.miss_share < 1:
+        parser.error("need --contacts >= 10, --lookups >= 1, --like-lookups >= 1 and 0 <= --miss-share < 1")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    options = parse(argv)
+    if options.db == "both":
+        return run_children(options, argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    try:
+        return run_sqlite(options) if options.db == "sqlite" else run_postgres(options)
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

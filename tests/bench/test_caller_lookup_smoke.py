@@ -1,0 +1,55 @@
+"""bench/caller_lookup.py still runs end to end: a tiny SQLite run prints a well-formed summary line.
+
+No timing is asserted (speed belongs in the benchmark's own figures); this only keeps the script from rotting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+NUMBER = r"\d+(?:\.\d+)?"
+SUMMARY = re.compile(
+    rf"^caller_lookup sqlite: contacts=(?P<contacts>\d+) phones=(?P<phones>\d+) "
+    rf"match p50=(?P<p50>{NUMBER})ms p99=(?P<p99>{NUMBER})ms \(n=(?P<lookups>\d+)\) "
+    rf"\| LIKE\(number\) p50=(?P<like>{NUMBER})ms \(n=\d+\) \| ratio=(?P<ratio>\d+)x "
+    rf"\| LIKE\(digits\) p50={NUMBER}ms ratio=\d+x "
+    r"\| target p99<1ms: (?:OK|MISSED), >=100x: (?:OK|MISSED) \| db=(?:cached|built in \d+s)$"
+)
+
+
+def _run(cache_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CALLCENTER_"))}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "caller_lookup.py"), "--contacts", "2000", "--lookups", "50",
+         "--db", "sqlite", "--cache-dir", str(cache_dir)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+@pytest.mark.slow
+def test_a_small_sqlite_run_prints_one_summary_line_with_figures_and_reuses_its_database(tmp_path: Path) -> None:
+    first = _run(tmp_path)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert len(lines) == 1, first.stdout
+    found = SUMMARY.match(lines[0])
+    assert found, lines[0]
+    assert int(found["contacts"]) == 2000
+    assert 2000 <= int(found["phones"]) <= 8000  # one to four numbers each
+    assert int(found["lookups"]) == 50
+    assert 0 < float(found["p50"]) <= float(found["p99"])
+    assert float(found["like"]) > 0
+    assert "db=built in" in lines[0]
+    assert "equal what create_contact writes" in first.stderr
+
+    second = _run(tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.rstrip().endswith("db=cached"), second.stdout
+    assert "reusing the cached database" in second.stderr
