@@ -43,7 +43,7 @@ def ensure_campaign(
     """The campaign ``name`` of ``campaign_type`` with these fields, and ``items`` at positions 1, 2, ... (items at
     other positions are left alone). Rows already so are not written."""
     campaign = Campaign.objects.select_for_update().filter(campaign_type=campaign_type, name=name.strip()).first()
-    wanted = {"active": active, "available_from": available_from, "available_to": available_to}
+    wanted: dict[str, object] = {"active": active, "available_from": available_from, "available_to": available_to}
     if campaign is None:
         campaign = Campaign(campaign_type=campaign_type, name=name.strip(), **wanted)
         campaign.full_clean()
@@ -56,7 +56,7 @@ def ensure_campaign(
     existing = {item.position: item for item in campaign.items.all()}
     for position, spec in enumerate(items, start=1):
         item = existing.get(position) or CampaignItem(campaign=campaign, position=position)
-        values = {"description": spec.description, "quantity": Decimal(spec.quantity),
+        values: dict[str, object] = {"description": spec.description, "quantity": Decimal(spec.quantity),
                   "unit_price": Decimal(spec.unit_price)}
         if item.pk is not None and all(getattr(item, key) == value for key, value in values.items()):
             continue

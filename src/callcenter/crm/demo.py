@@ -232,7 +232,7 @@ def generated_contacts(count: int, *, taken_keys: set[str] | None = None) -> lis
             first_latin, last_latin = first.lower(), last.lower()
         company = rng.choice(COMPANIES) if rng.random() < 0.3 else ""
         how_many = rng.choices((1, 2, 3, 4), weights=(50, 30, 14, 6))[0]
-        phones = []
+        phones: list[str] = []
         while len(phones) < how_many:
             national = _national_number(rng)
             if national[-10:] in used:
@@ -285,7 +285,8 @@ def _campaign_dates(name: str, today: dt.date, default: tuple[dt.date, dt.date],
 
 
 @transaction.atomic
-def seed(contacts: int = DEFAULT_CONTACTS, *, today: dt.date | None = None) -> SeedReport:
+def seed(contacts: int = DEFAULT_CONTACTS, *, today: dt.date | None = None, crm_port: int = CRM_PORT) -> SeedReport:
+    """Load the demo data; ``crm_port`` is where the resources' bridges reach the CRM (S-2.5)."""
     if contacts < 0:
         raise ValueError("the number of contacts cannot be negative")
     today = today or timezone.localdate()
@@ -333,7 +334,7 @@ def seed(contacts: int = DEFAULT_CONTACTS, *, today: dt.date | None = None) -> S
         "service_address": BRIDGE_ADDRESS,
         "service_port": BRIDGE_PORT,
         "internal_address": CRM_ADDRESS,
-        "internal_port": CRM_PORT,
+        "internal_port": crm_port,
         "notify_new_call": True,
         "notification_seconds": 10,
     }

@@ -1,0 +1,55 @@
+"""The CRM's web server as a supervised component: uvicorn running the ASGI application in this process, on a socket
+bound beforehand (so a port clash is reported before anything else starts, in words, not as a traceback)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import warnings
+
+import uvicorn
+
+from callcenter.supervisor import Component, url_for
+
+ASGI_APPLICATION = "callcenter.crm.asgi:application"
+
+# WhiteNoise serves static files with a synchronous iterator; under ASGI Django says so once per process. The files
+# are small, so the warning is noise for someone running the CRM.
+warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")
+
+
+class CrmServer(Component):
+    name = "CRM web server"
+
+    def __init__(self, sock: socket.socket, *, access_log: bool = True) -> None:
+        self.sock = sock
+        self.url = url_for(sock)
+        self.config = uvicorn.Config(
+            ASGI_APPLICATION,
+            lifespan="off",
+            access_log=access_log,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self.server = uvicorn.Server(self.config)
+
+    async def run(self, ready: asyncio.Event) -> None:
+        serving = asyncio.create_task(self._serve())
+        while not self.server.started and not serving.done():
+            await asyncio.sleep(0.02)
+        if self.server.started:
+            ready.set()
+        await serving
+
+    async def _serve(self) -> None:
+        try:
+            await self.server.serve(sockets=[self.sock])
+        except SystemExit as exc:  # uvicorn exits the process when it cannot start; here that is a failure
+            raise RuntimeError(f"the web server could not start (status {exc.code})") from None
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+    def describe(self) -> list[str]:
+        return [f"CRM        {self.url}"]

@@ -1,0 +1,214 @@
+"""`callcenter serve` and `callcenter demo` for real: a child process, a real port, real HTTP, Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+STARTUP_SECONDS = 90
+URL_LINE = re.compile(r"(http://127\.0\.0\.1:\d+/)")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of someone typing the command: none of the test run's Django or Callcenter settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLCENTER_", "DJANGO_"))}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+class Running:
+    """A `callcenter ...` child process whose output lines are collected as they come."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "callcenter", *args], cwd=cwd, env=env, text=True, encoding="utf-8",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, None), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: IO[str] | None, into: list[str], lines: queue.Queue[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            into.append(line)
+            if lines is not None:
+                lines.put(line)
+
+    @property
+    def stderr_text(self) -> str:
+        return "".join(self.stderr)
+
+    def wait_for(self, pattern: re.Pattern[str], seconds: float = STARTUP_SECONDS) -> re.Match[str]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            match = pattern.search(line)
+            if match:
+                return match
+        self.stop()
+        raise AssertionError(f"no line matching {pattern.pattern!r}; stdout:\n{''.join(self.stdout)}\n"
+                             f"stderr:\n{self.stderr_text}")
+
+    def interrupt(self, seconds: float = 30) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.finish(seconds)
+
+    def finish(self, seconds: float = 30) -> int:
+        try:
+            self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"still running {seconds} s later") from None
+        for reader in self._readers:
+            reader.join(5)
+        return self.process.returncode
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for reader in self._readers:
+            reader.join(5)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.stdout)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for running in started:
+        if running.process.poll() is None:
+            running.stop()
+
+
+def _csrf_token(html: str) -> str:
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert match, "no CSRF token on the login page"
+    return match.group(1)
+
+
+def test_demo_migrates_seeds_serves_and_lets_alice_log_in(tmp_path: Path, processes: list[Running]) -> None:
+    port = free_port()
+    demo = Running(["demo", "--port", str(port), "--contacts", "60"], cwd=tmp_path, env=clean_env())
+    processes.append(demo)
+    url = demo.wait_for(URL_LINE).group(1)
+    assert url == f"http://127.0.0.1:{port}/"
+    demo.wait_for(re.compile(r"Ctrl-C to stop"), seconds=10)
+    for username in ("alice / demo-alice", "bob   / demo-bob", "carol / demo-carol"):
+        assert username in demo.output
+
+    with httpx.Client(base_url=url, timeout=10) as browser:
+        login_page = browser.get("/login/")
+        assert login_page.status_code == 200
+        assert browser.get("/static/callcenter/app.css").status_code == 200
+        response = browser.post("/login/", data={
+            "csrfmiddlewaretoken": _csrf_token(login_page.text), "username": "alice", "password": "demo-alice",
+        })
+        assert response.status_code == 302 and response.headers["location"] == "/"
+        home = browser.get("/")
+        assert home.status_code == 200 and "Alice Agent" in home.text
+        browser.cookies.set("django_language", "el")
+        options = browser.get("/resources/me/options/")
+        assert options.status_code == 200 and "Θύρα υπηρεσίας" in options.text
+
+    assert demo.interrupt() == 0
+    assert "Traceback" not in demo.stderr_text, demo.stderr_text
+    assert "Demo stopped." in demo.output
+    assert (tmp_path / "var" / "demo.sqlite3").is_file()
+    secret = tmp_path / "var" / "demo-secret.txt"
+    assert secret.stat().st_mode & 0o077 == 0 and len(secret.read_text().strip()) >= 40
+
+
+def test_demo_reports_a_port_in_use_before_touching_the_database(tmp_path: Path, processes: list[Running]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        demo = Running(["demo", "--port", str(port)], cwd=tmp_path, env=clean_env())
+        processes.append(demo)
+        status = demo.finish()
+    assert status == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in demo.stderr_text
+    assert "--port" in demo.stderr_text and "Traceback" not in demo.stderr_text
+    assert not (tmp_path / "var" / "demo.sqlite3").exists()
+
+
+def _serve_env() -> dict[str, str]:
+    return clean_env(CALLCENTER_SECRET_KEY="serve-test-key-" + "x" * 40,
+                     CALLCENTER_DATABASE_URL="sqlite:///var/serve.sqlite3")
+
+
+def test_serve_runs_the_crm_until_ctrl_c(tmp_path: Path, processes: list[Running]) -> None:
+    (tmp_path / "var").mkdir()
+    port = free_port()
+    server = Running(["serve", "--port", str(port), "--host", "127.0.0.1"], cwd=tmp_path, env=_serve_env())
+    processes.append(server)
+    url = server.wait_for(URL_LINE).group(1)
+    assert url == f"http://127.0.0.1:{port}/"
+    assert "Ctrl-C to stop" in server.wait_for(re.compile("Ctrl-C")).string
+    login_page = httpx.get(url + "login/", timeout=10)
+    assert login_page.status_code == 200 and 'name="password"' in login_page.text
+    assert server.interrupt() == 0
+    assert "Traceback" not in server.stderr_text, server.stderr_text
+    # The database was never migrated: serve says what to do, and still serves what needs no database.
+    assert "callcenter migrate" in server.stderr_text
+
+
+def test_serve_names_the_busy_port_and_how_to_choose_another(tmp_path: Path, processes: list[Running]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = Running(["serve", "--port", str(port)], cwd=tmp_path, env=_serve_env())
+        processes.append(server)
+        status = server.finish()
+    assert status == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in server.stderr_text
+    assert f"--port {port + 1}" in server.stderr_text
+    assert "Traceback" not in server.stderr_text and server.output == ""
+
+
+@pytest.mark.parametrize("port", ["http", "0", "70000"])
+def test_serve_refuses_a_port_that_is_no_port(tmp_path: Path, processes: list[Running], port: str) -> None:
+    server = Running(["serve", "--port", port], cwd=tmp_path, env=_serve_env())
+    processes.append(server)
+    assert server.finish() == 2
+    assert f"--port {port}" in server.stderr_text.replace("'", "")
+    assert "1 to 65535" in server.stderr_text and "Traceback" not in server.stderr_text
