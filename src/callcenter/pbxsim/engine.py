@@ -151,10 +151,11 @@ class PBXCore:
         caller: tuple[str, str] = ("", ""),
         label: str = "",
         dial: Dial | None = None,
+        uniqueid: str = "",
     ) -> Channel:
         name = f"PJSIP/{endpoint}-{self._chan_seq:08x}"
         self._chan_seq += 1
-        uid = self._new_uniqueid()
+        uid = uniqueid or self._new_uniqueid()
         if call is None:
             call = Call(linkedid=uid, label=label)
             self.live_calls[uid] = call
@@ -226,6 +227,11 @@ class PBXCore:
             if not bridge.channels:
                 self._bridge_destroy(bridge)
         ch.alive = False
+        consult = ch.consult_of
+        if consult is not None:
+            ch.consult_of = None
+            if consult.transferer.transfer is consult:
+                self._abort_phone_transfer(consult)
         for timer in ch.timers:
             timer.cancel()
         ch.timers.clear()
@@ -449,6 +455,7 @@ class PBXCore:
         kind: Literal["route", "originate", "consult"] = "route",
         leg_caller: tuple[str, str] = ("", ""),
         label: str = "",
+        first_uniqueid: str = "",
     ) -> Dial:
         dial = Dial(caller=caller, legs=[], on_answer=on_answer, on_fail=on_fail, kind=kind)
         busy_before = {number: self._is_busy(number) for tkind, number, _ in targets if tkind == "agent"}
@@ -460,7 +467,8 @@ class PBXCore:
                 if busy_before.get(number):
                     beh.busy = True
                 leg = self._new_channel(Role.AGENT, number, call=call, state=ChannelState.DOWN,
-                                        context=INTERNAL_CONTEXT, exten="s", behaviour=beh, label=label, dial=dial)
+                                        context=INTERNAL_CONTEXT, exten="s", behaviour=beh, label=label, dial=dial,
+                                        uniqueid=first_uniqueid if not dial.legs else "")
                 leg.dialstring = number
             else:
                 beh = copy.copy(behaviour or DEFAULT_REMOTE)
@@ -470,9 +478,12 @@ class PBXCore:
             call = leg.call
             dial.legs.append(leg)
             if caller is not None:
-                # As app_dial does: the callee's caller id shows what the caller dialled, its name the caller's.
-                self._set_caller(leg, number if tkind == "pstn" else caller.exten, caller.caller_name)
-                self._set_connected(leg, caller.caller_num, caller.caller_name)
+                # As app_dial does: the callee's caller id shows what the caller dialled, its name the caller's;
+                # its connected line is the caller (an agent calling shows as the agent, not as its own display).
+                shown = self._party(caller) if caller.role is Role.AGENT else (caller.caller_num, caller.caller_name)
+                dialled = number if tkind == "pstn" or caller.exten in ("", "s") else caller.exten
+                self._set_caller(leg, dialled, shown[1])
+                self._set_connected(leg, *shown)
             else:
                 self._set_caller(leg, *leg_caller)
                 self._set_connected(leg, *leg_caller)
@@ -718,8 +729,10 @@ class PBXCore:
         on_done: Callable[[bool], None] | None = None,
         remote: Behaviour | None = None,
         label: str = "",
+        channel_id: str = "",
     ) -> Call | None:
-        """AMI Originate to ``PJSIP/<ext>``: the agent's phone rings first; once answered it runs ``exten``."""
+        """AMI Originate to ``PJSIP/<ext>``: the agent's phone rings first; once answered it runs ``exten``.
+        ``channel_id`` (Originate's ``ChannelId``) becomes the phone channel's Uniqueid."""
         agent = self.agents.get(ext)
         if agent is None:
             self._originate_response(action_id, False, 0, f"PJSIP/{ext}", "", context, exten or "", application,
@@ -751,7 +764,7 @@ class PBXCore:
                 on_done(False)
 
         dial = self._dial(None, [("agent", ext, behaviour)], timeout=timeout, on_answer=answered, on_fail=failed,
-                          kind="originate", leg_caller=caller_id, label=label)
+                          kind="originate", leg_caller=caller_id, label=label, first_uniqueid=channel_id)
         return dial.legs[0].call if dial.legs else None
 
     def _originate_response(self, action_id: str, ok: bool, reason: int, channel: str, uniqueid: str, context: str,
@@ -936,14 +949,51 @@ class PBXCore:
             self._event("SoftHangupRequest", [*a.snapshot(), ("Cause", "16")])
             self._destroy(a, 16)
 
+    def phone_transfer(self, a: Channel, number: str) -> Call:
+        """The agent's phone transfer key: hold the call on ``a``, make a second call to ``number``; hanging ``a``
+        up later (the phone's REFER) completes the transfer. Returns the second call."""
+        peer = self._peer(a)
+        hold = a.bridge
+        assert hold is not None
+        xfer = Transfer(transferer=a, transferee=peer, hold_bridge=hold, target_number=number, phone=True)
+        a.transfer, peer.held_by = xfer, xfer
+        self._event("Hold", a.snapshot())
+        self._event("MusicOnHoldStart", [*peer.snapshot(), ("Class", "default")])
+        agent = self.agents.get(a.endpoint)
+        second = self._new_channel(Role.AGENT, a.endpoint, call=None, state=ChannelState.RING,
+                                   context=INTERNAL_CONTEXT, exten=number, behaviour=Behaviour(),
+                                   caller=(a.endpoint, agent.name if agent else ""), label=a.call.label)
+        second.consult_of, xfer.second = xfer, second
+        self._exec(second, "Macro", "user-callerid,")
+
+        def answered(leg: Channel) -> None:
+            xfer.dial = None
+            self._connect(second, leg)
+            if a.transfer is xfer:
+                xfer.target, xfer.consult_bridge = leg, second.bridge
+
+        xfer.dial = self._route(second, number, on_answer=answered)
+        return second.call
+
+    def _abort_phone_transfer(self, xfer: Transfer) -> None:
+        """The consultation call ended before the transfer was completed: the phone takes the caller off hold."""
+        a, p = xfer.transferer, xfer.transferee
+        a.transfer, p.held_by = None, None
+        if p.alive:
+            self._event("MusicOnHoldStop", p.snapshot())
+        if a.alive:
+            self._event("Unhold", a.snapshot())
+
     def _attended_event(self, xfer: Transfer, *, dest_bridge: Bridge, target: Channel) -> None:
         a, p = xfer.transferer, xfer.transferee
         headers: Headers = [("Result", "Success"), *a.snapshot("OrigTransferer"),
-                            *xfer.hold_bridge.headers("OrigBridge"), *a.snapshot("SecondTransferer")]
+                            *xfer.hold_bridge.headers("OrigBridge"), *(xfer.second or a).snapshot("SecondTransferer")]
         if xfer.consult_bridge is not None:
             headers += xfer.consult_bridge.headers("SecondBridge")
         headers += [("DestType", "Bridge"), ("DestBridgeUniqueid", dest_bridge.uniqueid),
-                    *p.snapshot("Transferee"), *target.snapshot("TransferTarget"), ("IsExternal", "Yes")]
+                    *p.snapshot("Transferee"), *target.snapshot("TransferTarget"),
+                    # Asterisk's own transfer feature (what AMI Atxfer starts) is internal; a phone's REFER is not.
+                    ("IsExternal", "Yes" if xfer.phone else "No")]
         self._event("AttendedTransfer", headers)
 
     def _complete_attended(self, a: Channel, request: str) -> None:
@@ -951,7 +1001,29 @@ class PBXCore:
         assert xfer is not None
         p = xfer.transferee
         a.transfer, p.held_by = None, None
-        target, consult = xfer.target, xfer.consult_bridge
+        target, consult, second = xfer.target, xfer.consult_bridge, xfer.second
+        if xfer.phone and second is not None and target is not None and consult is not None and target.alive:
+            # The phone's REFER: the caller joins the consultation bridge, both of the agent's channels go.
+            self._attended_event(xfer, dest_bridge=consult, target=target)
+            self._event("MusicOnHoldStop", p.snapshot())
+            second.consult_of = None
+            self._event(request, [*a.snapshot(), ("Cause", "16")])
+            self._bridge_leave(a)
+            self._destroy(a, 16)
+            self._bridge_leave(second)
+            self._event("SoftHangupRequest", [*second.snapshot(), ("Cause", "16")])
+            self._destroy(second, 16)
+            self._bridge_leave(p)
+            self._bridge_destroy(xfer.hold_bridge)
+            self._bridge_enter(consult, p)
+            self._set_connected(p, *self._party(target))
+            self._set_connected(target, p.caller_num, p.caller_name)
+            return
+        if xfer.phone:
+            if second is not None and second.alive:
+                second.consult_of = None
+            self.hangup(a, via_ami=request == "SoftHangupRequest")
+            return
         if target is not None and consult is not None and target.alive:
             self._attended_event(xfer, dest_bridge=consult, target=target)
             self._event("MusicOnHoldStop", p.snapshot())
@@ -974,10 +1046,13 @@ class PBXCore:
             self._event(request, [*a.snapshot(), ("Cause", "16")])
             self._destroy(a, 16)
             return
-        self._event(request, [*a.snapshot(), ("Cause", "16")])
-        self._destroy(a, 16)
+        # Nothing to hand over (the target hung up or never answered): an ordinary hang-up.
+        self.hangup(a, via_ami=request == "SoftHangupRequest")
 
     # ---- lookups and views ----------------------------------------------------------------------------------
+
+    def uniqueid_in_use(self, uniqueid: str) -> bool:
+        return any(c.uniqueid == uniqueid for c in self.channels.values())
 
     def find_channel(self, name: str) -> Channel | None:
         ch = self.channels.get(name)

@@ -140,8 +140,12 @@ class Dial:
 
 @dataclass(eq=False)
 class Transfer:
-    """An attended transfer in progress: ``transferer`` left ``hold_bridge`` (where ``transferee`` waits on hold)
-    and consults ``target_number``, first ringing (``dial``) then talking (``target`` in ``consult_bridge``)."""
+    """An attended transfer in progress. ``transferee`` waits on hold in ``hold_bridge`` while the transferer consults
+    ``target_number``, first ringing (``dial``) then talking (``target`` in ``consult_bridge``).
+
+    AMI ``Atxfer`` (Asterisk's transfer feature): ``transferer`` itself leaves ``hold_bridge`` and dials the target.
+    A phone's transfer key (``phone=True``): ``transferer`` stays in ``hold_bridge`` (on hold) and the phone makes a
+    second call on a new channel ``second``, a call of its own (own Linkedid), then REFERs the two together."""
 
     transferer: Channel
     transferee: Channel
@@ -150,6 +154,8 @@ class Transfer:
     dial: Dial | None = None
     target: Channel | None = None
     consult_bridge: Bridge | None = None
+    phone: bool = False
+    second: Channel | None = None
 
 
 @dataclass(eq=False)
@@ -178,6 +184,7 @@ class Channel:
     outgoing: Dial | None = None  # the Dial this channel is making
     transfer: Transfer | None = None  # set on the transferer during an attended transfer
     held_by: Transfer | None = None  # set on the transferee during an attended transfer
+    consult_of: Transfer | None = None  # set on a phone's second (consultation) channel
     application: str = ""
     app_data: str = ""
     hangup_scheduled: bool = False

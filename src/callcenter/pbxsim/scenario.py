@@ -28,8 +28,10 @@ The grammar (SECONDS and S are numbers of simulated seconds; CALL is a name you 
     at SECONDS answer CALL EXT                  EXT's ringing phone is picked up
     at SECONDS hangup CALL EXT|remote           that party hangs up (``remote``/``caller``: the outside party)
     at SECONDS blind-transfer CALL EXT to NUMBER
-    at SECONDS attended-transfer CALL EXT to NUMBER   EXT consults NUMBER, the caller waits on hold
-    at SECONDS complete-transfer CALL EXT       EXT hangs up, which completes its attended transfer
+    at SECONDS attended-transfer CALL EXT to NUMBER   AMI Atxfer: EXT consults NUMBER, the caller waits on hold
+    at SECONDS phone-transfer CALL EXT to NUMBER      the phone's transfer key: the call goes on hold and EXT's
+                                                phone makes a second call (own Linkedid) to NUMBER
+    at SECONDS complete-transfer CALL EXT       EXT hangs up, which completes its attended (or phone) transfer
     at SECONDS dnd EXT on|off                   FreePBX DND (AstDB DND/EXT + Custom:DND<EXT>)
     at SECONDS pause EXT on|off [QUEUE]         queue member pause
     at SECONDS fault drop|garbage|stall [for S] a fault on every connected AMI client (see the server)
@@ -51,7 +53,7 @@ log = logging.getLogger("callcenter.pbxsim")
 
 FAULTS = ("drop", "garbage", "stall")
 _VERBS = ("inbound", "outbound", "internal", "originate", "answer", "hangup", "blind-transfer", "attended-transfer",
-          "complete-transfer", "dnd", "pause", "fault")
+          "phone-transfer", "complete-transfer", "dnd", "pause", "fault")
 _DECLARATIONS = ("name", "agent", "group", "queue", "ring-timeout", "end", "at")
 
 FaultHook = Callable[[str, float | None], None]
@@ -233,7 +235,7 @@ def _parse_step(line: _Line, at: float) -> Step:
             raise line.error(f"hang up whom? expected an extension or 'remote', found '{party}'")
         line.done()
         return Step(at, verb, n, call=call, ext="" if party == "remote" else party, number=party)
-    if verb in ("blind-transfer", "attended-transfer"):
+    if verb in ("blind-transfer", "attended-transfer", "phone-transfer"):
         call = line.word("a call name")
         ext = line.number("the transferring extension")
         line.keyword("to")
@@ -345,7 +347,7 @@ class ScenarioRun:
     def __init__(self, core: PBXCore, scenario: Scenario, *, fault: FaultHook | None = None) -> None:
         self.core = core
         self.scenario = scenario
-        self.calls: dict[str, Call] = {}
+        self.calls: dict[str, list[Call]] = {}  # by the scenario's call name; a phone transfer adds a second
         self.errors: list[str] = []
         self._fault = fault
         self._pending_steps = len(scenario.steps)
@@ -395,7 +397,8 @@ class ScenarioRun:
     def _check_done(self) -> None:
         if self._done is None or self._done.done():
             return
-        if self._pending_steps == 0 and self._end_reached and all(c.ended for c in self.calls.values()):
+        if self._pending_steps == 0 and self._end_reached and all(
+                c.ended for calls in self.calls.values() for c in calls):
             self._done.set_result(None)
 
     def _call_ended(self, call: Call) -> None:
@@ -405,7 +408,7 @@ class ScenarioRun:
         if call is None:
             return
         call.label = call.label or label
-        self.calls[label] = call
+        self.calls.setdefault(label, []).append(call)
         call.on_end.append(self._call_ended)
 
     def _run_step(self, step: Step) -> None:
@@ -419,11 +422,15 @@ class ScenarioRun:
             self._pending_steps -= 1
             self._check_done()
 
+    def _live(self, step: Step) -> list[Channel]:
+        return [c for call in self.calls.get(step.call, []) for c in call.channels
+                if c.alive and c.role is Role.AGENT and c.endpoint == step.ext]
+
     def _channel(self, step: Step, *, ringing: bool | None = None) -> Channel:
-        call = self.calls.get(step.call)
-        if call is None:
+        calls = self.calls.get(step.call)
+        if not calls:
             raise LookupError(f"call '{step.call}' did not start")
-        live = [c for c in call.channels if c.alive]
+        live = [c for call in calls for c in call.channels if c.alive]
         if step.ext:
             found = [c for c in live if c.role is Role.AGENT and c.endpoint == step.ext]
         else:
@@ -434,6 +441,8 @@ class ScenarioRun:
             who = step.ext or "the outside party"
             state = " ringing" if ringing else ""
             raise LookupError(f"{who} has no{state} channel in call '{step.call}'")
+        # The call in hand before one on hold (a phone transfer's consultation before the held call).
+        found.sort(key=lambda c: c.transfer is not None)
         return found[0]
 
     def _do(self, step: Step) -> None:
@@ -447,17 +456,24 @@ class ScenarioRun:
             self._started(step.call, core.dial_out(step.ext, step.number, label=step.call, remote=step.behaviour))
         elif step.verb == "originate":
             self._started(step.call, core.originate_phone(step.ext, exten=step.number, context="from-internal",
-                                                          caller_id=(step.number, ""), remote=step.behaviour,
+                                                          remote=step.behaviour,
                                                           label=step.call))
         elif step.verb == "answer":
             if not core.answer(self._channel(step, ringing=True)):
                 raise LookupError(f"{step.ext} could not answer")
-        elif step.verb in ("hangup", "complete-transfer"):
+        elif step.verb == "complete-transfer":
+            transferer = [c for c in self._live(step) if c.transfer is not None]
+            if not transferer:
+                raise LookupError(f"{step.ext} has no transfer to complete in call '{step.call}'")
+            core.hangup(transferer[0])
+        elif step.verb == "hangup":
             core.hangup(self._channel(step))
         elif step.verb == "blind-transfer":
             core.blind_transfer(self._channel(step, ringing=False), step.number)
         elif step.verb == "attended-transfer":
             core.attended_transfer(self._channel(step, ringing=False), step.number)
+        elif step.verb == "phone-transfer":
+            self._started(step.call, core.phone_transfer(self._channel(step, ringing=False), step.number))
         elif step.verb == "dnd":
             core.set_dnd(step.ext, step.on)
         elif step.verb == "pause":

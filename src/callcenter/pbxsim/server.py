@@ -349,6 +349,10 @@ class Session:
         except ValueError:
             return [self._response(msg, "Error", "Invalid timeout")]
         caller_id = parse_caller_id(msg.get("CallerID") or "")
+        channel_id = (msg.get("ChannelId") or "").strip()
+        if channel_id and (self.core.uniqueid_in_use(channel_id) or len(channel_id) > 150):
+            return [self._response(msg, "Error", "Uniqueid already in use" if len(channel_id) <= 150
+                                   else "Uniqueid too long")]
         is_async = _truthy(msg.get("Async"))
         action_id = msg.action_id or ""
         loop = asyncio.get_running_loop()
@@ -366,7 +370,7 @@ class Session:
                 queued = []
             self.core.originate_phone(m.group("ext"), exten=exten or None, context=context, application=application,
                                       app_data=msg.get("Data") or "", caller_id=caller_id, timeout=timeout,
-                                      action_id=action_id, on_done=done)
+                                      action_id=action_id, on_done=done, channel_id=channel_id)
         elif m and m.group("num") and m.group("ctx").lower() in ("from-pstn", "from-trunk"):
             # The fixture drivers' way to make an outside call come in: Local/<did>@from-pstn with the caller's id.
             if is_async:
