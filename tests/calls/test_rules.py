@@ -287,3 +287,20 @@ def test_one_bad_event_is_kept_for_an_administrator_and_does_not_block_the_rest(
     assert "RuntimeError: boom" in failed.error
     assert failed.payload["type"] == "call.answered"
     assert Call.objects.get().state == CallState.ENDED
+
+
+def test_changing_digits_to_scan_rekeys_stored_calls(alice, asterisk, carol, client):
+    asterisk.call_prefix = "0"
+    asterisk.save()
+    receive_events(None, [Events().ringing("100", 0, number="00302101234567")])
+    out = Events("7.7")
+    receive_events(None, [out.ringing("100", 0, number="06971234567", direction=wire.Direction.OUTBOUND)])
+    client.force_login(carol.user)
+    data = {
+        "phone_system": "asterisk", "digits_to_scan": "8", "internal_digits": "3", "phone_region": "GR",
+        "call_prefix": "0",
+    }
+    response = client.post("/settings/call-center/", data)
+    assert response.status_code == 302
+    keys = dict(Call.objects.values_list("number", "number_key"))
+    assert keys == {"00302101234567": "01234567", "06971234567": "71234567"}

@@ -34,10 +34,11 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Right
 from django.db.models import Q
 from django.utils import timezone
 
-from callcenter import wire
+from callcenter import numbers, wire
 from callcenter.activities.models import Activity, ActivityItem, ActivityType
 from callcenter.calls import live
 from callcenter.calls.models import Bridge, Call, CallDirection, CallKind, CallLeg, CallState, ProcessedEvent
@@ -271,6 +272,9 @@ def _create_call(context: _Context, leg: CallLeg, *, answer_group: str | None) -
         started_at=leg.rang_at,
         number=leg.remote_number,
         number_key=context.rules.key(leg.remote_number, dialled=not inbound),
+        number_digits=numbers.strip_prefix(
+            leg.remote_number, context.rules.prefix if not inbound else "", context.rules.internal_digits
+        )[: numbers.MAX_RAW_LENGTH],
         caller_name=leg.remote_name,
         contact=contact,
         extension=leg.extension,
@@ -328,6 +332,13 @@ def _working_campaign(resource: Resource, settings: CallCenterSettings) -> Campa
         log.info("working campaign %s of %s is no longer available; activity made without it", campaign, resource)
         return None
     return campaign
+
+
+def rekey_calls(digits_to_scan: int) -> int:
+    """Recompute every call's match key after "digits to scan" changed: one UPDATE from the stored digits."""
+    if not numbers.MIN_DIGITS_TO_SCAN <= digits_to_scan <= numbers.MAX_DIGITS_TO_SCAN:
+        raise ValueError(f"digits to scan must be 4-15, not {digits_to_scan}")
+    return Call.objects.update(number_key=Right("number_digits", digits_to_scan))
 
 
 # ---- activities --------------------------------------------------------------------------------------------------

@@ -51,6 +51,9 @@ class Call(models.Model):
     duration = models.PositiveIntegerField(_("duration"), default=0, help_text=_("Talk time in seconds."))
     number = models.CharField(_("number"), max_length=80, blank=True, help_text=_("As dialled or received."))
     number_key = models.CharField(max_length=15, blank=True, db_index=True, editable=False)
+    # The number's digits without the call prefix: the match key is recomputed from these when "digits to scan"
+    # changes (calls.actions.rekey_calls).
+    number_digits = models.CharField(max_length=80, blank=True, editable=False)
     caller_name = models.CharField(_("caller name"), max_length=200, blank=True)
     contact = models.ForeignKey(
         "contacts.Contact",

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.forms.models import model_to_dict
 
+from callcenter.calls.actions import rekey_calls
 from callcenter.contacts.actions import rekey_phones
 from callcenter.resources.forms import CallCenterOptionsForm, CallCenterSettingsForm
 from callcenter.resources.models import CallCenterSettings, Resource
@@ -31,8 +32,9 @@ def save_call_center_settings(form: CallCenterSettingsForm) -> CallCenterSetting
     settings: CallCenterSettings = form.save()
     if before.digits_to_scan != settings.digits_to_scan:
         changed = rekey_phones(settings.digits_to_scan)
-        log.info("digits to scan %s -> %s: %d match keys recomputed", before.digits_to_scan,
-                 settings.digits_to_scan, changed)
+        calls = rekey_calls(settings.digits_to_scan)
+        log.info("digits to scan %s -> %s: %d phone and %d call match keys recomputed", before.digits_to_scan,
+                 settings.digits_to_scan, changed, calls)
     return settings
 
 
