@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models.functions import Right
 from django.db.models import Q
+from django.db.models.functions import Right
 from django.utils import timezone
 
 from callcenter import numbers, wire
