@@ -730,21 +730,27 @@ class PBXCore:
         remote: Behaviour | None = None,
         label: str = "",
         channel_id: str = "",
+        report: bool = True,
     ) -> Call | None:
         """AMI Originate to ``PJSIP/<ext>``: the agent's phone rings first; once answered it runs ``exten``.
-        ``channel_id`` (Originate's ``ChannelId``) becomes the phone channel's Uniqueid."""
+        ``channel_id`` (Originate's ``ChannelId``) becomes the phone channel's Uniqueid. ``report``: send the
+        OriginateResponse event (Asterisk does for an Async originate only)."""
         agent = self.agents.get(ext)
+        if not report:
+            action_id = ""
         if agent is None:
-            self._originate_response(action_id, False, 0, f"PJSIP/{ext}", "", context, exten or "", application,
-                                     app_data, caller_id)
+            if report:
+                self.originate_response(action_id, False, 0, f"PJSIP/{ext}", "", context, exten or "",
+                                         application, app_data, caller_id)
             if on_done:
                 on_done(False)
             return None
         behaviour = Behaviour(answer_after=agent.originate_answer_after, hangup_after=agent.behaviour.hangup_after)
 
         def answered(leg: Channel) -> None:
-            self._originate_response(action_id, True, 4, leg.name, leg.uniqueid, context, exten or "", application,
-                                     app_data, caller_id)
+            if report:
+                self.originate_response(action_id, True, 4, leg.name, leg.uniqueid, context, exten or "",
+                                         application, app_data, caller_id)
             if on_done:
                 on_done(True)
             if exten:
@@ -758,8 +764,9 @@ class PBXCore:
                 self._schedule_talk(leg)
 
         def failed(status: str) -> None:
-            self._originate_response(action_id, False, _ORIGINATE_REASON.get(status, 0), f"PJSIP/{ext}", "",
-                                     context, exten or "", application, app_data, caller_id)
+            if report:
+                self.originate_response(action_id, False, _ORIGINATE_REASON.get(status, 0), f"PJSIP/{ext}", "",
+                                         context, exten or "", application, app_data, caller_id)
             if on_done:
                 on_done(False)
 
@@ -767,7 +774,7 @@ class PBXCore:
                           kind="originate", leg_caller=caller_id, label=label, first_uniqueid=channel_id)
         return dial.legs[0].call if dial.legs else None
 
-    def _originate_response(self, action_id: str, ok: bool, reason: int, channel: str, uniqueid: str, context: str,
+    def originate_response(self, action_id: str, ok: bool, reason: int, channel: str, uniqueid: str, context: str,
                             exten: str, application: str, app_data: str, caller_id: tuple[str, str]) -> None:
         headers: Headers = [("ActionID", action_id)] if action_id else []
         headers += [("Response", "Success" if ok else "Failure"), ("Channel", channel)]

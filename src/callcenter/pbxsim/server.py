@@ -119,6 +119,7 @@ class Session:
         self.stalled = False
         self.closed = False
         self.challenge = ""
+        self._early_status = ""
         self.bytes_sent = 0
         self.dropped_writes = 0
         peer = writer.get_extra_info("peername")
@@ -211,6 +212,11 @@ class Session:
         headers.extend(extra)
         return headers
 
+    def _reply_now(self, headers: Headers) -> None:
+        """Answer before the handler returns (an Async Originate is acknowledged before its first event)."""
+        self.send(headers)
+        self._early_status = headers[0][1]
+
     def _list_item(self, msg: Message, event: str, body: Sequence[tuple[str, str]]) -> Headers:
         headers: Headers = [("Event", event)]
         if msg.action_id is not None:
@@ -240,10 +246,11 @@ class Session:
                 msg, "Error", f"Invalid/unknown command: {name}. Use Action: ListCommands to show available commands."))
             self.server.record(self, msg, name, "Error")
             return
+        self._early_status = ""
         replies = await handler(msg)
         for reply in replies:
             self.send(reply)
-        status = replies[0][0][1] if replies and replies[0] and replies[0][0][0] == "Response" else ""
+        status = replies[0][0][1] if replies and replies[0] and replies[0][0][0] == "Response" else self._early_status
         self.server.record(self, msg, name, status)
         if key == "logoff" or (key == "login" and not self.authenticated):
             await self.close()
@@ -366,32 +373,34 @@ class Session:
         queued = [self._response(msg, "Success", "Originate successfully queued")]
         if m and m.group("ext"):
             if is_async:
-                self.send(queued[0])
+                self._reply_now(queued[0])
                 queued = []
             self.core.originate_phone(m.group("ext"), exten=exten or None, context=context, application=application,
                                       app_data=msg.get("Data") or "", caller_id=caller_id, timeout=timeout,
-                                      action_id=action_id, on_done=done, channel_id=channel_id)
+                                      action_id=action_id, on_done=done, channel_id=channel_id, report=is_async)
         elif m and m.group("num") and m.group("ctx").lower() in ("from-pstn", "from-trunk"):
             # The fixture drivers' way to make an outside call come in: Local/<did>@from-pstn with the caller's id.
             if is_async:
-                self.send(queued[0])
+                self._reply_now(queued[0])
                 queued = []
             self.core.inbound(caller_id[0], caller_id[1], m.group("num"),
-                              outcome=self._local_outcome(action_id, spec, exten, context, application, msg, done))
+                              outcome=self._local_outcome(action_id, spec, exten, context, application, msg, done,
+                                                          is_async))
         elif m and m.group("num") and m.group("ctx").lower() == INTERNAL_CONTEXT:
             # Local/<number>@from-internal with CallerID <ext>: agent ext's handset is already off-hook and dials.
             ext = caller_id[0]
             if ext not in self.core.agents:
                 return [self._response(msg, "Error", f"Originate failed: CallerID {ext or '(none)'} is no extension")]
             if is_async:
-                self.send(queued[0])
+                self._reply_now(queued[0])
                 queued = []
             self.core.dial_out(ext, m.group("num"), caller_name=caller_id[1] or None,
-                               outcome=self._local_outcome(action_id, spec, exten, context, application, msg, done))
+                               outcome=self._local_outcome(action_id, spec, exten, context, application, msg, done,
+                                                           is_async))
         else:
             if is_async:
-                self.send(queued[0])
-                self.core._originate_response(action_id, False, 0, spec, "", context, exten, application,
+                self._reply_now(queued[0])
+                self.core.originate_response(action_id, False, 0, spec, "", context, exten, application,
                                               msg.get("Data") or "", caller_id)
                 return []
             return [self._response(msg, "Error", "Originate failed")]
@@ -401,12 +410,13 @@ class Session:
         return queued if ok else [self._response(msg, "Error", "Originate failed")]
 
     def _local_outcome(self, action_id: str, spec: str, exten: str, context: str, application: str, msg: Message,
-                       done: Callable[[bool], None]) -> Callable[[bool, int, Channel], None]:
+                       done: Callable[[bool], None], report: bool) -> Callable[[bool, int, Channel], None]:
         caller_id = parse_caller_id(msg.get("CallerID") or "")
 
         def outcome(ok: bool, reason: int, ch: Channel) -> None:
-            self.core._originate_response(action_id, ok, reason, ch.name if ok else spec, ch.uniqueid if ok else "",
-                                          context, exten, application, msg.get("Data") or "", caller_id)
+            if report:
+                self.core.originate_response(action_id, ok, reason, ch.name if ok else spec, ch.uniqueid if ok else "",
+                                             context, exten, application, msg.get("Data") or "", caller_id)
             done(ok)
 
         return outcome

@@ -1,0 +1,29 @@
+"""Fixtures: a simulated PBX on an ephemeral loopback port, with time 100x compressed, and logged-in clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from callcenter.pbxsim import SimulatedPBX
+from tests.pbxsim.amiclient import SECRET, AMIClient
+
+SPEED = 100.0  # a 10 s call takes 0.1 s
+
+
+@pytest.fixture
+async def pbx() -> AsyncIterator[SimulatedPBX]:
+    async with SimulatedPBX(users={"crm": SECRET}, agents={"100": "Alice", "101": "Bob", "102": "Carol",
+                                                          "103": "Dave"}, speed=SPEED) as sim:
+        yield sim
+        assert sim.errors == [], "the simulator itself failed"
+
+
+@pytest.fixture
+async def client(pbx: SimulatedPBX) -> AsyncIterator[AMIClient]:
+    c = await AMIClient.connect(pbx.port)
+    response = await c.login()
+    assert response.name == "Success"
+    yield c
+    await c.close()
