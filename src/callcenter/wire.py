@@ -127,6 +127,15 @@ class LinkState(_Event, frozen=True, kw_only=True, tag="bridge.link"):
     extensions: tuple[_Ext, ...] = ()
     bridge_version: Annotated[str, msgspec.Meta(max_length=40)] = ""
     detail: _Text = ""
+    # Where the bridge listens for the CRM (S-5.7) and where it calls the CRM back (S-5.8), so the CRM can check
+    # them against each resource's S-2.2-2.5 and say which disagrees (S-4.5).
+    service_address: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    service_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    callback_address: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    callback_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    # Seconds until the next LinkState at the latest: the bridge repeats it as a heartbeat, and the CRM counts a
+    # bridge silent for longer (plus a margin) as gone.
+    heartbeat_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
 
 
 Event = CallRinging | CallAnswered | CallTransferred | CallEnded | AgentState | LinkState
