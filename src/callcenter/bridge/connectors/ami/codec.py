@@ -21,10 +21,11 @@ Rules:
   ``max_buffer`` (it cannot be framed without unbounded memory) raises ``RemoteProtocolError``, after every message
   before it has been returned. Only ``LocalProtocolError`` and ``RemoteProtocolError`` ever leave this module.
 
-Speed: blocks of complete, well-formed messages (what Asterisk sends) are parsed by a handful of C-level bytes/str
-operations for the whole block; anything unusual (bare "\\n", extra blank lines, a value containing ": ", an unknown
-header name, a ``Follows`` body, a limit) takes the line-by-line path, which defines the behaviour. Both give
-identical messages: the fast path proves its block well-formed before it trusts it (see ``_parse_block``).
+Speed: a block of complete messages as Asterisk writes them ("\r\n" lines, one empty line between messages, every
+line with a name and a colon) is checked and framed by a few C-level bytes operations for the whole block; its events
+are returned with their raw bytes, and their ``headers`` tuple is built the first time it is read (``get()`` of one
+header on an ASCII message searches the bytes without building it). Anything unusual takes the line-by-line path,
+which defines the behaviour; both give identical messages (see ``_parse_chunk`` for why the check is exact).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import islice, repeat
-from typing import Any, Final, Literal, TypeAlias, cast
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 __all__ = [
     "BANNER_PREFIX",
@@ -82,7 +83,7 @@ class RemoteProtocolError(Exception):
     """The peer broke the protocol beyond recovery: e.g. a message longer than ``max_buffer``."""
 
 
-# ---- messages ---------------------------------------------------------------------------------------------------
+# ---- messages ----------------------------------------------------------------------------------------------------
 
 # Lower-cased header names, shared: the keys of every Message's lookup table. Bounded so a hostile peer inventing names
 # cannot grow it without limit (past the bound, names are lower-cased afresh each time).
@@ -99,17 +100,20 @@ class _LowerNames(dict[str, str]):
 
 _LOWER: Final = _LowerNames()
 _NAME_KEY: Final[dict[str, str]] = {"event": "Event", "response": "Response", "action": "Action", "banner": "Banner"}
+_EMPTY_SLOT_VALUES: Final[dict[str, Any]] = {"output": (), "error": "", "_index": None, "_raw": None}
 
 
-class _Lookup:
-    """Slot for the lazily built case-insensitive lookup table of a Message (not a dataclass field)."""
+class _Lazy:
+    """Slots of a Message that are not dataclass fields: its lookup table, built on first use, and the raw bytes of
+    a fast-path event whose ``headers`` slot is still empty (see Message.__getattr__)."""
 
-    __slots__ = ("_index",)
+    __slots__ = ("_index", "_raw")
     _index: dict[str, str] | None
+    _raw: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
-class Message(_Lookup):
+class Message(_Lazy):
     """One AMI message. ``headers`` keep wire order and repeated names; lookups by name are case-insensitive.
 
     A banner is ``Message(kind="banner", headers=(("Banner", "Asterisk Call Manager/11.0.0"),))``.
@@ -123,12 +127,27 @@ class Message(_Lookup):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", None)
+        object.__setattr__(self, "_raw", None)
+
+    if not TYPE_CHECKING:  # at run time only: to the type checker, every field is always there
+
+        def __getattr__(self, name: str) -> Any:
+            # Called only when a slot is empty: the headers of a fast-path event not read yet (parsed now, once), the
+            # output and error a fast-path event leaves empty, or the private slots of a copy made without
+            # __post_init__.
+            if name == "headers":
+                raw = self._raw
+                if raw is not None:
+                    headers = _materialize(raw)
+                    _set_headers(self, headers)
+                    _set_raw(self, None)
+                    return headers
+            elif name in _EMPTY_SLOT_VALUES:
+                return _EMPTY_SLOT_VALUES[name]
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _lookup(self) -> dict[str, str]:
-        try:
-            index = self._index
-        except AttributeError:  # a copy or an unpickled message: the slot was never set
-            index = None
+        index = self._index
         if index is None:
             headers = self.headers
             if headers:
@@ -136,11 +155,15 @@ class Message(_Lookup):
                 index = dict(zip(map(_LOWER.__getitem__, names), values, strict=True))
             else:
                 index = {}
-            object.__setattr__(self, "_index", index)
+            _set_index(self, index)
         return index
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The first value of header ``key`` (case-insensitive), or ``default``."""
+        if self._index is None:
+            raw = self._raw
+            if raw is not None and raw.isascii() and key.isascii():
+                return _raw_lookup(raw, key, default)
         return self._lookup().get(_LOWER[key], default)
 
     def get_all(self, key: str) -> list[str]:
@@ -149,15 +172,20 @@ class Message(_Lookup):
         return [value for name, value in self.headers if _LOWER[name] == lowered]
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and _LOWER[key] in self._lookup()
+        return isinstance(key, str) and self.get(key) is not None
 
     @property
     def name(self) -> str:
         """The Event name of an event, the Response value of a response, the Action of an action, the banner text
         of the banner; for a malformed message whichever of Event/Response/Action it has, else ""."""
+        raw = self._raw
+        if raw is not None:  # a fast-path event: its first line is "Event:..."
+            end = raw.find(b"\n")
+            line = raw[6:] if end < 0 else raw[6 : end - 1 if raw[end - 1] == 13 else end]
+            return (line[1:] if line[:1] == b" " else line).decode("utf-8", "replace")
         key = _NAME_KEY.get(self.kind)
-        headers = self.headers
         if key is not None:
+            headers = self.headers
             if headers and headers[0][0] == key:
                 return headers[0][1]
             return self.get(key) or ""
@@ -176,6 +204,50 @@ class Message(_Lookup):
         """``EventList``, lower-cased: "start" on the response that opens a list, "complete" on its last event."""
         value = self.get("EventList")
         return value.lower() if value is not None else None
+
+
+def _raw_lookup(raw: bytes, key: str, default: str | None) -> str | None:
+    """``Message.get`` on the bytes of an ASCII fast-path event, without parsing every header. The same answer as the
+    parsed headers give: a name is the text from a line start to the first colon (ASCII, so bytes.lower() lowers it
+    as str.lower() would), its value the rest of the line less one trailing "\r" and one leading space."""
+    name = _LOWER[key].encode()
+    lowered = raw.lower()
+    if lowered.startswith(name + b":"):
+        start = len(name) + 1
+    else:
+        start = lowered.find(b"\n" + name + b":")
+        if start < 0:
+            return default
+        start += len(name) + 2
+    end = raw.find(b"\n", start)
+    if end < 0:
+        value = raw[start:]  # the last line: its line end is not part of the raw bytes
+    else:
+        value = raw[start : end - 1 if raw[end - 1] == 13 else end]
+    return (value[1:] if value[:1] == b" " else value).decode()
+
+
+def _materialize(raw: bytes) -> tuple[tuple[str, str], ...]:
+    """The headers of a fast-path event (every line has a non-empty name and a colon: checked when it was framed)."""
+    return tuple(_header_pairs(_lines(raw + b"\r")))
+
+
+def _lines(body: bytes) -> list[str]:
+    """The lines of one message: ``body`` runs to the "\n" that ends its last line; one "\r" before each "\n" goes."""
+    text = body.decode("utf-8", "replace")
+    if text.endswith("\r"):
+        text = text[:-1]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    return text.split("\n")
+
+
+def _header_pairs(lines: list[str]) -> list[tuple[str, str]]:
+    """``Name: value`` lines as pairs: the name runs to the first colon, one space after it is dropped."""
+    return [
+        (_NAMES.get(name, name), value[1:] if value[:1] == " " else value)
+        for name, _colon, value in map(str.partition, lines, repeat(":"))
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,35 +291,19 @@ def encode_banner(version: str = "11.0.0") -> bytes:
 # ---- decoding: shared tables ------------------------------------------------------------------------------------
 
 _RESPONSE_FOLLOWS: Final = b"Response: Follows"
+_FOLLOWS_SEARCH: Final = re.compile(re.escape(_RESPONSE_FOLLOWS)).search
 _END_COMMAND_BYTES: Final = END_COMMAND.encode()
 _FOLLOWS_HEADERS: Final = frozenset({"response", "privilege", "actionid", "message", "output", "commandid"})
 _BOUNDARY: Final = re.compile(rb"\n\r?\n")
 _BLANKS: Final = re.compile(rb"[\r\n]*")
 _HEADER_LINE: Final = re.compile(rb"([^:\r\n]*):")
-_TOKEN: Final = re.compile(r"[A-Za-z0-9_.\-/]{1,64}")
+# A line that starts with a colon (no name), or a message that starts with "\r" after an empty line: the fast path
+# leaves both to the line-by-line path. (re searches a literal-led pattern faster than bytes.find here.)
+_ODD_LINE_START: Final = re.compile(rb"\n(?::|\r\n\r)").search
+_NOT_COLON_OR_LF: Final = bytes(byte for byte in range(256) if byte not in b":\n")
 
-# Header names the fast path accepts, each also with the "\x01" line-start marker it carries there (see _parse_block).
-# Seeded with what Asterisk 16-22 send; names seen later on well-formed messages are learned, up to a bound.
-_MARK: Final = "\x02"
-_KEY_LIMIT: Final = 4096
-_KEYS: Final[dict[str, str]] = {"\x01\x02": _MARK}
-_NAMES: Final[dict[str, str]] = {}  # the same names without the marker, to share one string per name
-_KIND_OF_FIRST: Final[dict[Role, dict[str, MessageKind]]] = {
-    "client": {"Event": "event", "Response": "response"},
-    "server": {"Action": "action"},
-}
-_KIND_KEYS: Final[dict[Role, tuple[tuple[str, MessageKind], ...]]] = {
-    "client": (("event", "event"), ("response", "response")),
-    "server": (("action", "action"),),
-}
-
-
-def _learn_key(name: str) -> None:
-    if name not in _KEYS and len(_KEYS) < _KEY_LIMIT and _TOKEN.fullmatch(name):
-        _KEYS[name] = _NAMES[name] = name
-        _KEYS["\x01" + name] = name
-
-
+# One shared string per common header name, so a million parsed events do not hold a million "Channel" strings.
+_NAMES: Final[dict[str, str]] = {}
 for _name in (
     "Event Privilege Timestamp SystemName Channel ChannelState ChannelStateDesc CallerIDNum CallerIDName "
     "ConnectedLineNum ConnectedLineName Language AccountCode Context Exten Priority Uniqueid Linkedid Variable Value "
@@ -262,7 +318,7 @@ for _name in (
     "LocalTwoConnectedLineName LocalTwoLanguage LocalTwoAccountCode LocalTwoContext LocalTwoExten LocalTwoPriority "
     "LocalTwoUniqueid LocalTwoLinkedid LocalOptimization Source Destination DestinationContext CallerID "
     "LastApplication LastData Start AnswerTime EndTime Duration BillableSeconds Disposition AMAFlags UserField "
-    "Response ActionID Message EventList ListItems ListItem Output Uptime LastReload Reason Result "
+    "Response ActionID Message EventList ListItems ListItem Output Uptime LastReload Reason Result Events "
     "TransferTargetChannel TransfereeChannel TransfereeChannelState TransfereeChannelStateDesc TransfereeCallerIDNum "
     "TransfereeCallerIDName TransfereeConnectedLineNum TransfereeConnectedLineName TransfereeLanguage "
     "TransfereeAccountCode TransfereeContext TransfereeExten TransfereePriority TransfereeUniqueid TransfereeLinkedid "
@@ -272,7 +328,12 @@ for _name in (
     "IsExternal Family Key Val MusicClass Queue Interface MemberName Paused Action Username Secret Data Async "
     "Timeout EventMask Command Peer PeerStatus Address Port Endpoint Contact AOR URI RoundtripUsec"
 ).split():
-    _learn_key(_name)
+    _NAMES[_name] = _name
+
+_KIND_KEYS: Final[dict[Role, tuple[tuple[str, MessageKind], ...]]] = {
+    "client": (("event", "event"), ("response", "response")),
+    "server": (("action", "action"),),
+}
 
 
 # ---- the connection ---------------------------------------------------------------------------------------------
@@ -304,12 +365,12 @@ class AMIConnection:
         self._buffer = bytearray()
         self._queue: deque[Message] = deque()
         self._need_banner = role == "client"
-        self._first_kind = _KIND_OF_FIRST[role]
         self._kind_keys = _KIND_KEYS[role]
         self._eof = False
         self._finished = False  # eof seen and everything in the buffer turned into messages
         self._error: str | None = None
         self._scanned = 0  # bytes at the start of the buffer known to hold no message boundary
+        self._fast = True  # tests turn the fast path off to compare it with the line-by-line path
         self._follows_from = -1  # >= 0: a Follows body heads the buffer; look for --END COMMAND-- from here
         self._next_id = 0
         self._pending: dict[str, Action] = {}
@@ -405,14 +466,21 @@ class AMIConnection:
 
     def _parse(self) -> None:
         buffer = self._buffer
-        self._skip_blanks()
+        if buffer and buffer[0] in b"\r\n":
+            self._skip_blanks()
         if self._need_banner and buffer:
             self._parse_banner()
         if not self._need_banner and buffer:
             start = self._scanned - 2 if self._scanned > 2 else 0
             crlf = buffer.rfind(b"\n\r\n", start)
-            lf = buffer.rfind(b"\n\n", start)
-            end = max(crlf + 3 if crlf >= 0 else -1, lf + 2 if lf >= 0 else -1)
+            if crlf >= 0:
+                end = crlf + 3
+                lf = buffer.rfind(b"\n\n", crlf)  # only a later boundary matters
+            else:
+                end = -1
+                lf = buffer.rfind(b"\n\n", start)
+            if lf >= 0 and lf + 2 > end:
+                end = lf + 2
             if end < 0:
                 self._scanned = len(buffer)
             elif self._follows_from >= 0 and buffer.find(_END_COMMAND_BYTES, self._follows_from) < 0:
@@ -430,7 +498,8 @@ class AMIConnection:
                     self._follows_from = max(len(buffer) - len(_END_COMMAND_BYTES), 0)
                 else:
                     self._follows_from = -1
-            self._skip_blanks()
+            if buffer and buffer[0] in b"\r\n":
+                self._skip_blanks()
         if self._error is not None:
             buffer.clear()
             return
@@ -443,12 +512,10 @@ class AMIConnection:
             self._finished = True
 
     def _skip_blanks(self) -> None:
-        buffer = self._buffer
-        if buffer and buffer[0] in b"\r\n":
-            skip = _BLANKS.match(buffer)
-            if skip is not None:
-                del buffer[: skip.end()]
-            self._scanned = 0
+        skip = _BLANKS.match(self._buffer)
+        if skip is not None:
+            del self._buffer[: skip.end()]
+        self._scanned = 0
 
     def _fail(self, error: str) -> None:
         self._error = error
@@ -466,103 +533,64 @@ class AMIConnection:
         if line.startswith(b"Asterisk Call Manager"):
             del buffer[: newline + 1]
             if newline + 1 > self.max_line:
-                self._queue.append(self._malformed(f"banner line of {newline} bytes is longer than {self.max_line}",
-                                                   newline + 1))
+                error = f"banner line of {newline + 1} bytes is longer than the limit of {self.max_line}"
+                self._queue.append(Message("malformed", (), error=error, raw_size=newline + 1))
                 return
             banner = line.decode("utf-8", "replace")
             self._queue.append(Message("banner", (("Banner", banner),), raw_size=newline + 1))
         elif _HEADER_LINE.match(line) is None:  # not the banner, and not a header: say so, then read messages
             del buffer[: newline + 1]
             preview = line[:80].decode("utf-8", "replace")
-            self._queue.append(self._malformed(f"expected the banner '{BANNER_PREFIX}x.y.z', got {preview!r}",
-                                               newline + 1))
+            error = f"expected the banner '{BANNER_PREFIX}x.y.z', got {preview!r}"
+            self._queue.append(Message("malformed", (), error=error, raw_size=newline + 1))
         # else: a stream that starts with a message (a capture cut mid-stream): parse it as messages
 
-    def _malformed(self, error: str, raw_size: int, headers: tuple[tuple[str, str], ...] = ()) -> Message:
-        return Message("malformed", headers, error=error, raw_size=raw_size)
-
     def _truncated(self, data: bytes) -> Message:
-        if len(data) > self.max_message:
-            return self._malformed(f"the stream ended inside a message of {len(data)} bytes (longer than "
-                                   f"{self.max_message})", len(data))
         first = data.split(b"\n", 1)[0].rstrip(b"\r")[:80].decode("utf-8", "replace")
-        return self._malformed(f"the stream ended inside a message ({len(data)} bytes, first line {first!r})",
-                               len(data))
+        error = f"the stream ended inside a message ({len(data)} bytes, first line {first!r})"
+        return Message("malformed", (), error=error, raw_size=len(data))
 
     def _parse_chunk(self, chunk: bytes) -> int:
-        """Parse ``chunk`` (it ends with a message boundary); returns how many bytes were consumed."""
+        """Parse ``chunk`` (it starts a message and ends with an empty line); returns how many bytes it consumed.
+
+        Fast path. Its framing (split at "\r\n\r\n") and its lazy headers (see ``_lines``) give what the
+        line-by-line path gives when: every empty line of the chunk is one of those "\r\n\r\n" (the line-by-line path
+        ends a message at any empty line, "\n\n" or "\n\r\n"), every other line has a colon and a name before it, no
+        message starts with "\r" (the line-by-line path would skip it as blank), no message is a Follows response,
+        and none is near a limit. The skeleton (the chunk less every byte but ":" and "\n") has an empty segment
+        between two "\n" exactly where a line has no colon (an empty line, "\r" alone, text alone); a "\r\n\r\n"
+        accounts for one, so there must be as many as there are messages, none at the very start and no two in a row.
+        """
         if (
-            b"\n\n" not in chunk
-            and b"\n\r\n\r\n" not in chunk
-            and _RESPONSE_FOLLOWS not in chunk
-            and b"\x01" not in chunk
-            and b"\x02" not in chunk
-            and chunk.count(b"\n") == chunk.count(b"\r\n")
+            self._fast
+            and chunk.endswith(b"\r\n\r\n")
+            and chunk[:1] != b":"
+            and _ODD_LINE_START(chunk) is None
+            and _FOLLOWS_SEARCH(chunk) is None
         ):
+            skeleton = chunk.translate(None, _NOT_COLON_OR_LF)
             pieces = chunk.split(b"\r\n\r\n")
             pieces.pop()  # the empty tail after the last boundary
-            if max(map(len, pieces)) <= self.max_line - 4:  # so no line, and no message, can be over a limit
-                if self._parse_block(chunk, pieces):
-                    return len(chunk)
-                for piece in pieces:  # some message is unusual: find it, one message at a time
-                    if not self._parse_block(piece + b"\r\n\r\n", [piece]):
-                        self._emit(piece, len(piece) + 4, follows=False)
+            if (
+                skeleton[:1] != b"\n"
+                and skeleton.count(b"\n\n") == len(pieces)
+                and b"\n\n\n" not in skeleton
+                and max(map(len, pieces)) <= self.max_line - 4  # so no line, and no message, is over a limit
+            ):
+                append = self._queue.append
+                new = object.__new__
+                for piece in pieces:
+                    if piece.startswith(b"Event:"):
+                        message = new(Message)
+                        _set_kind(message, "event")  # output and error: empty slots read as () and ""
+                        _set_raw_size(message, len(piece) + 4)
+                        _set_index(message, None)
+                        _set_raw(message, piece)
+                        append(message)
+                    else:
+                        self._emit(piece + b"\r", len(piece) + 4, follows=False)
                 return len(chunk)
         return self._parse_lines(chunk)
-
-    def _parse_block(self, block: bytes, pieces: list[bytes]) -> bool:
-        """Fast path: parse messages ``pieces`` (``block`` = each piece + "\\r\\n\\r\\n"), or return False without
-        emitting anything if some line is not exactly ``KnownName: value`` with a single ": ".
-
-        The block's CRLFs become ": \\x01" and message boundaries a marker line "\\x02: \\x02", so one split on ": "
-        yields name, value, name, value... with "\\x01" opening every name but the first. That pairing is right
-        exactly when every line holds exactly one ": ". Proof: the block holds no \\x01/\\x02 of its own (checked by
-        the caller); if no value token holds \\x01, every line starts at an even token, so every line but the last has
-        an odd number of ": " (>= 1); with the total count of tokens equal to twice the lines, none can have more.
-        """
-        text = (
-            block[:-4]
-            .replace(b"\r\n\r\n", b"\r\n\x02: \x02\r\n")
-            .replace(b"\r\n", b": \x01")
-            .decode("utf-8", "replace")
-        )
-        tokens = text.split(": ")
-        values = tokens[1::2]
-        if len(tokens) != 2 * (text.count("\x01") + 1) or "\x01" in "".join(values):
-            return False
-        names = list(map(_KEYS.get, tokens[::2]))
-        if None in names:
-            return False
-        pairs = zip(cast(list[str], names), values, strict=False)  # no None: checked above
-        first_kind = self._first_kind
-        queue_append = self._queue.append
-        new = object.__new__
-        for piece, newlines in zip(pieces, map(bytes.count, pieces, repeat(b"\r\n")), strict=True):
-            headers: tuple[tuple[str, str], ...] = tuple(islice(pairs, newlines + 1))
-            next(pairs, None)  # the marker pair between two messages
-            kind = first_kind.get(headers[0][0]) or self._classify(headers)
-            message = new(Message)
-            _set_kind(message, kind)
-            _set_headers(message, headers)
-            _set_output(message, _output_lines(headers) if kind == "response" else ())
-            _set_error(message, "" if kind != "malformed" else self._no_kind_error())
-            _set_raw_size(message, len(piece) + 4)
-            _set_index(message, None)
-            queue_append(message)
-        return True
-
-    def _classify(self, headers: tuple[tuple[str, str], ...]) -> MessageKind:
-        for name, _value in headers:
-            lowered = _LOWER[name]
-            for key, kind in self._kind_keys:
-                if lowered == key:
-                    return kind
-        return "malformed"
-
-    def _no_kind_error(self) -> str:
-        if self.role == "client":
-            return "message has neither an Event nor a Response header"
-        return "message has no Action header"
 
     def _parse_lines(self, chunk: bytes) -> int:
         """The reference path: one message at a time, any line ending, Follows bodies, limits."""
@@ -597,65 +625,61 @@ class AMIConnection:
         return size
 
     def _emit(self, body: bytes, raw_size: int, *, follows: bool) -> None:
-        """Turn one message's bytes (``body``: up to the newline ending its last line) into a Message."""
+        """Turn one message into a Message: ``body`` is its bytes up to the "\n" that ends its last line."""
         if raw_size > self.max_buffer:
             self._fail(f"a message of {raw_size} bytes is longer than the {self.max_buffer}-byte buffer limit")
             return
         if raw_size > self.max_message:
-            self._queue.append(
-                self._malformed(f"message of {raw_size} bytes is longer than the limit of {self.max_message}",
-                                raw_size)
-            )
+            error = f"message of {raw_size} bytes is longer than the limit of {self.max_message}"
+            self._queue.append(Message("malformed", (), error=error, raw_size=raw_size))
             return
-        raw_lines = body.split(b"\n")
-        longest = max(map(len, raw_lines))
+        longest = max(map(len, body.split(b"\n")))
         if longest > self.max_line:
-            self._queue.append(
-                self._malformed(f"a line of {longest} bytes is longer than the limit of {self.max_line}", raw_size)
-            )
+            error = f"a line of {longest} bytes is longer than the limit of {self.max_line}"
+            self._queue.append(Message("malformed", (), error=error, raw_size=raw_size))
             return
-        text = body.decode("utf-8", "replace")
-        lines = text.split("\n")
-        if "\r" in text:
-            lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        lines = _lines(body)
         output: tuple[str, ...] = ()
         if follows:
             lines, output = _split_follows(lines)
-        headers: list[tuple[str, str]] = []
+        pairs = _header_pairs(lines)
         error = ""
-        for number, line in enumerate(lines, 1):
-            name, colon, value = line.partition(":")
-            if not colon or not name:
-                if not error:
-                    what = "no colon" if not colon else "no header name"
-                    error = f"line {number} has {what}: {line[:80]!r}"
-                continue
-            headers.append((name, value[1:] if value.startswith(" ") else value))
+        for number, (line, (name, _value)) in enumerate(zip(lines, pairs, strict=True), 1):
+            if not name or ":" not in line:
+                error = f"line {number} has {'no colon' if ':' not in line else 'no header name'}: {line[:80]!r}"
+                break
+        headers = tuple([pair for line, pair in zip(lines, pairs, strict=True) if pair[0] and ":" in line])
         kind: MessageKind = "malformed"
         if not error:
-            kind = self._classify(tuple(headers))
+            kind = self._classify(headers)
             if kind == "malformed":
                 error = self._no_kind_error()
-            else:
-                for name, _value in headers:
-                    _learn_key(name)
-        interned = tuple([(_NAMES.get(name, name), value) for name, value in headers])
-        if kind == "response" and not follows:
-            output = _output_lines(interned)
-        self._queue.append(Message(kind, interned, output, error, raw_size))
+            elif kind == "response" and not follows:
+                output = _output_lines(headers)
+        self._queue.append(Message(kind, headers, output, error, raw_size))
+
+    def _classify(self, headers: tuple[tuple[str, str], ...]) -> MessageKind:
+        for name, _value in headers:
+            lowered = _LOWER[name]
+            for key, kind in self._kind_keys:
+                if lowered == key:
+                    return kind
+        return "malformed"
+
+    def _no_kind_error(self) -> str:
+        if self.role == "client":
+            return "message has neither an Event nor a Response header"
+        return "message has no Action header"
 
 
 def _output_lines(headers: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
     """Values of the ``Output:`` headers (newer Asterisk's command output), if any."""
-    for name, _value in headers:
-        if name == "Output" or _LOWER[name] == "output":
-            return tuple([value for name, value in headers if _LOWER[name] == "output"])
-    return ()
+    return tuple([value for name, value in headers if _LOWER[name] == "output"])
 
 
 def _follows_has_body(first_part: bytes) -> bool:
     """Whether a "Response: Follows" message's text up to its first empty line shows an old-style output body (so it
-    runs to --END COMMAND--): it contains the end marker, or a line that is not one of the response's own headers."""
+    runs to --END COMMAND--): it holds the end marker, or a line that is not one of the response's own headers."""
     if _END_COMMAND_BYTES in first_part:
         return True
     for line in first_part.split(b"\n"):
@@ -666,7 +690,7 @@ def _follows_has_body(first_part: bytes) -> bool:
 
 
 def _split_follows(lines: list[str]) -> tuple[list[str], tuple[str, ...]]:
-    """Split an old-style Follows message into its header lines and its output lines (without the end marker)."""
+    """An old-style Follows message's header lines and its output lines (without the end marker)."""
     count = 0
     for line in lines:
         name, colon, _value = line.partition(":")
@@ -683,11 +707,10 @@ def _split_follows(lines: list[str]) -> tuple[list[str], tuple[str, ...]]:
     return lines[:count], tuple(output)
 
 
-# The fast path fills a Message's slots directly: the frozen dataclass __init__ costs twice as much.
-_slot: Final[dict[str, Any]] = {**vars(_Lookup), **vars(Message)}
+# The fast path fills a Message's slots directly (and leaves ``headers`` empty): the dataclass __init__ costs more.
+_slot: Final[dict[str, Any]] = {**vars(_Lazy), **vars(Message)}
 _set_kind: Final = _slot["kind"].__set__
 _set_headers: Final = _slot["headers"].__set__
-_set_output: Final = _slot["output"].__set__
-_set_error: Final = _slot["error"].__set__
 _set_raw_size: Final = _slot["raw_size"].__set__
 _set_index: Final = _slot["_index"].__set__
+_set_raw: Final = _slot["_raw"].__set__
