@@ -416,6 +416,7 @@ def _apply_link_state(bridge: Bridge | None, event: wire.LinkState) -> None:
         extensions=list(event.extensions),
         version=event.bridge_version,
         detail=event.detail,
+        link=wire.to_builtins(event),
         last_seen_at=when,
     )
     settings = CallCenterSettings.load()

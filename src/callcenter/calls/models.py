@@ -143,6 +143,8 @@ class Bridge(models.Model):
     extensions = models.JSONField(_("extensions followed"), default=list, blank=True)
     version = models.CharField(_("version"), max_length=40, blank=True)
     detail = models.CharField(_("detail"), max_length=500, blank=True)
+    # The last LinkState as the bridge sent it: its addresses and ports (checked against S-2), heartbeat interval.
+    link = models.JSONField(default=dict, blank=True, editable=False)
     last_seen_at = models.DateTimeField(_("last seen"), null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
