@@ -365,6 +365,7 @@ class AMIConnection:
         self._buffer = bytearray()
         self._queue: deque[Message] = deque()
         self._need_banner = role == "client"
+        self._lazy_events = role == "client"  # the fast path's events: a server reads actions only
         self._kind_keys = _KIND_KEYS[role]
         self._eof = False
         self._finished = False  # eof seen and everything in the buffer turned into messages
@@ -405,10 +406,16 @@ class AMIConnection:
         return NEED_DATA
 
     def next_events(self) -> list[Message]:
-        """Every message available now (possibly none); raises like ``next_event()``."""
+        """Every message available now (possibly none). A RemoteProtocolError comes after the messages before it:
+        from the next call."""
         out: list[Message] = []
         while True:
-            event = self.next_event()
+            try:
+                event = self.next_event()
+            except RemoteProtocolError:
+                if out:
+                    return out  # the error is raised by the next call, after these messages
+                raise
             if event is NEED_DATA or event is CLOSED:
                 return out
             assert isinstance(event, Message)
@@ -579,8 +586,9 @@ class AMIConnection:
             ):
                 append = self._queue.append
                 new = object.__new__
+                lazy = self._lazy_events
                 for piece in pieces:
-                    if piece.startswith(b"Event:"):
+                    if lazy and piece.startswith(b"Event:"):
                         message = new(Message)
                         _set_kind(message, "event")  # output and error: empty slots read as () and ""
                         _set_raw_size(message, len(piece) + 4)
