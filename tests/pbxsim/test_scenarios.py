@@ -110,7 +110,8 @@ def story(events: list[Message], *, hints: bool = False) -> list[str]:
             out.append(f"BlindTransfer {who(e.get('TransfererChannel'))} {who(e.get('TransfereeChannel'))} "
                        f"to {e.get('Extension')}")
         elif n == "AttendedTransfer":
-            out.append(f"AttendedTransfer {who(e.get('OrigTransfererChannel'))}/{who(e.get('SecondTransfererChannel'))} "
+            transferers = f"{who(e.get('OrigTransfererChannel'))}/{who(e.get('SecondTransfererChannel'))}"
+            out.append(f"AttendedTransfer {transferers} "
                        f"{who(e.get('TransfereeChannel'))} to {who(e.get('TransferTargetChannel'))}")
         elif n == "ExtensionStatus" and hints:
             out.append(f"ExtensionStatus {e.get('Exten')} {e.get('StatusText')}")
