@@ -271,7 +271,7 @@ def test_an_attended_transfer_hands_the_caller_to_the_target_with_the_original_n
         *chan(ALICE, 6, prefix="OrigTransferer"),
         *chan(alice2, 6, prefix="SecondTransferer"),
         *chan(TRUNK, 6, num=CALLER, cid_name="Πελάτης", prefix="Transferee"),
-        *chan(bob, 6, prefix="TransferTarget"),
+        *chan(bob, 6, cnum="100", cname="Alice", prefix="TransferTarget"),
         ("DestType", "Bridge"),
     )
     pbx("BridgeLeave", *chan(alice2, 6), ("BridgeUniqueid", "bridge-2"))
@@ -556,3 +556,74 @@ def test_random_event_sequences_never_raise_and_keep_each_leg_in_order(
     grammar = re.compile(r"^(CallRinging (CallAnswered (CallTransferred )*)?(CallEnded )?)+$")
     for kinds in per_leg.values():
         assert grammar.match("".join(kind + " " for kind in kinds)), kinds
+
+
+def consult_bob_inside_the_call(pbx: Pbx, *, through_local: bool) -> None:
+    """Alice, talking to the caller, consults Bob within the same call: an AMI Atxfer dials from her own channel;
+    Asterisk's attended-transfer feature dials from a Local channel that carries her caller id. Bob's phone is told
+    who calls (NewConnectedLine) before the dial is reported, as Asterisk does."""
+    ring_alice(pbx)
+    answer_alice(pbx)
+    pbx("BridgeLeave", *chan(ALICE, 6), ("BridgeUniqueid", "bridge-1"))
+    dialer = ALICE
+    if through_local:
+        dialer = ("Local/101@from-internal-00000007;2", "1700000000.7", TRUNK[2])
+        pbx("Newchannel", *chan(dialer, 4, num="100", cid_name="Alice", exten="101"))
+    pbx("Newchannel", *chan(BOB, 0))
+    pbx("NewConnectedLine", *chan(BOB, 0, num="101", cnum="100", cname="Alice"))
+    pbx("DialBegin", *chan(dialer, 6 if dialer is ALICE else 4, num="100"), *chan(BOB, 0, prefix="Dest"))
+    pbx("Newstate", *chan(BOB, 5, cnum="100", cname="Alice"))
+    pbx("Newstate", *chan(BOB, 6, cnum="100", cname="Alice"))
+
+
+@pytest.mark.parametrize("through_local", [False, True])
+def test_a_consultation_inside_the_call_rings_as_the_call_being_handed_over(through_local: bool) -> None:
+    pbx = Pbx()
+    consult_bob_inside_the_call(pbx, through_local=through_local)
+    bob = [e for e in pbx.events if getattr(e, "extension", None) == "101"]
+    assert [type(e).__name__ for e in bob] == ["CallRinging", "CallAnswered"]
+    ring = bob[0]
+    assert isinstance(ring, wire.CallRinging)
+    assert (ring.call_id, ring.direction, ring.remote_number, ring.remote_name, ring.transferred_from) == (
+        TRUNK[2], wire.Direction.INBOUND, CALLER, "Πελάτης", "100"
+    )
+
+
+def test_a_blind_transferred_agent_dialling_on_is_no_consultation() -> None:
+    # Alice calls Bob; Bob blind-transfers Alice to extension 102: 102 rings from Alice, transferred by Bob.
+    pbx = Pbx(internal_digits=3)
+    alice = (ALICE[0], ALICE[1], ALICE[1])
+    bob = (BOB[0], BOB[1], ALICE[1])
+    carol = ("PJSIP/102-00000009", "1700000000.9", ALICE[1])
+    pbx("Newchannel", *chan(alice, 4, num="100", cid_name="Alice", exten="101"))
+    pbx("Newchannel", *chan(bob, 0))
+    pbx("DialBegin", *chan(alice, 4, num="100", cid_name="Alice"), *chan(bob, 0, prefix="Dest"))
+    pbx("Newstate", *chan(bob, 6, cnum="100"))
+    pbx("DialEnd", *chan(alice, 6), *chan(bob, 6, prefix="Dest"), ("DialStatus", "ANSWER"))
+    pbx("BridgeEnter", *chan(bob, 6, cnum="100"), ("BridgeUniqueid", "b"))
+    pbx("BridgeEnter", *chan(alice, 6, num="100", cnum="101"), ("BridgeUniqueid", "b"))
+    pbx("BlindTransfer", ("Result", "Success"), *chan(bob, 6, prefix="Transferer"),
+        *chan(alice, 6, num="100", cid_name="Alice", prefix="Transferee"), ("Extension", "102"))
+    pbx("BridgeLeave", *chan(bob, 6), ("BridgeUniqueid", "b"))
+    hangup(pbx, bob)
+    pbx("BridgeLeave", *chan(alice, 6), ("BridgeUniqueid", "b"))
+    pbx("Newchannel", *chan(carol, 0))
+    pbx("DialBegin", *chan(alice, 6, num="100", cid_name="Alice"), *chan(carol, 0, prefix="Dest"))
+    carol_ringing = [e for e in pbx.events if isinstance(e, wire.CallRinging) and e.extension == "102"]
+    assert len(carol_ringing) == 1
+    assert (carol_ringing[0].remote_number, carol_ringing[0].transferred_from, carol_ringing[0].direction) == (
+        "100", "101", wire.Direction.INTERNAL
+    )
+    assert [type(e).__name__ for e in pbx.events if getattr(e, "extension", None) == "101"] == [
+        "CallRinging", "CallAnswered", "CallTransferred", "CallEnded"
+    ]
+
+
+def test_answered_elsewhere_is_never_the_agents_hang_up_even_when_it_reaches_the_phone_first() -> None:
+    pbx = Pbx()
+    ring_alice(pbx)
+    pbx("HangupRequest", *chan(ALICE, 5), ("Cause", "26"))
+    pbx("Hangup", *chan(ALICE, 5), ("Cause", "26"), ("Cause-txt", "Answered elsewhere"))
+    ended = pbx.events[-1]
+    assert isinstance(ended, wire.CallEnded)
+    assert (ended.hung_up_by, ended.answered_elsewhere) == (wire.HungUpBy.REMOTE, True)

@@ -17,15 +17,22 @@ Rules
   dials (created in state Ring, or the caller of a ``DialBegin``) is outgoing. Either is *internal* when the other
   party is internal: a number of exactly ``internal_digits`` digits (S-3.9), or an agent channel of the same call.
   A transferred outside call stays inbound, with the original caller's number and ``transferred_from``.
+- Transfers: ``BlindTransfer`` gives the transferer's leg a ``call.transferred`` and every leg that rings later in
+  that call ``transferred_from``. A consultation inside a call (an agent that already talked in this call dials again,
+  itself or through a Local channel carrying its caller id: AMI Atxfer, Asterisk's attended-transfer feature) rings
+  as the call being handed over. An ``AttendedTransfer`` that joins two calls (a phone's transfer key) ends the
+  target's consultation leg and starts, answered, its leg of the original call.
 - Ringing of an incoming leg is detected by ``DialBegin`` always, and also by ``Newchannel`` and by ``Newstate``
   (Ringing) when those switches are on (S-5.14). A switch only *arms* the leg; the ringing event leaves as soon as
   the caller's number is known, so a call is announced once, whichever events announce it. An outgoing leg rings
   when it dials (``DialBegin``).
+- Click-to-dial: a phone rung by an ``Originate`` (a ``DialBegin`` without a caller, or a Uniqueid announced with
+  ``expect_originate``, i.e. Originate's ``ChannelId``) is no incoming call; it rings as outgoing when it dials.
 - Answered: an incoming leg going Up (``Newstate``), its ``DialEnd`` ANSWER or its ``BridgeEnter``; an outgoing leg
   when its ``DialEnd`` says ANSWER (a dialplan may answer the caller's channel early, so its Up means nothing).
 - Who hung up: the first sign of the end on the agent's side (a hang-up request on the leg or its Local partner, a
   transfer) makes it ``agent``; the first on the other side (a party of the leg's bridge hanging up or leaving, or a
-  ``DialEnd`` that ends the ringing) makes it ``remote``. ``answered_elsewhere`` is hang-up cause 26. A hang-up
+  ``DialEnd`` that ends the ringing, cause 26) makes it ``remote``. ``answered_elsewhere`` is cause 26. A hang-up
   cause of 0 after an unanswered dial takes the dial status's cause (NOANSWER -> 19, BUSY -> 17, ...).
 - DND as on FreePBX: device ``Custom:DND<ext>`` BUSY/NOT_INUSE, ``ExtensionStatus`` Busy for a hint containing
   ``Custom:DND<ext>`` (Idle again after Busy), and ``DBGetResponse`` of family ``DND``. An ``AgentState`` leaves only
@@ -297,6 +304,8 @@ class _Leg:
     state: LegState = LegState.NEW
     remote_number: str = ""
     remote_name: str = ""
+    dialer: str = ""  # Uniqueid of the channel that dialled this leg
+    handed_over: bool = False  # started by an attended transfer, with dial_remote the party handed over
     dial_remote: tuple[str, str] | None = None  # (number, name) of the channel that dialled this leg
     dialer_is_agent: bool = False
     dialed_number: str = ""
@@ -332,6 +341,7 @@ class _Channel:
     announced: bool = False  # seen in a Newchannel event
     originated: bool = False  # created by an Originate (click-to-dial), not by a caller
     optimized: bool = False  # a Local half being optimised away: its hang-up says nothing about the call
+    talked_with: tuple[str, str] | None = None  # (number, name) of the first party an agent's channel was bridged to
 
 
 @dataclass(slots=True, eq=False)
@@ -339,6 +349,21 @@ class _Call:
     linkedid: str
     channels: set[str] = field(default_factory=set)
     transferred_from: str = ""
+    transferee: str = ""  # Uniqueid of the channel a blind transfer sent on (it dials the target itself)
+
+
+@dataclass(frozen=True, slots=True)
+class LegInfo:
+    """A read-only view of a live leg, for commands: ``channel`` is the agent's own channel (to hang up, answer or
+    transfer), ``peers`` the other parties of its bridge (the caller to redirect)."""
+
+    extension: str
+    call_id: str
+    leg_id: str
+    channel: str
+    state: LegState
+    direction: Literal["in", "out", ""]
+    peers: tuple[str, ...]
 
 
 Handler = Callable[[dict[str, str], float, str, list[wire.Event]], None]
@@ -426,6 +451,66 @@ class Translator:
                 self._fire(leg, Trigger.END, now, out)
             self._forget(channel)
         return out
+
+    def catch_up(self, snapshot: Message, now: float) -> list[wire.Event]:
+        """After a (re)connect, a live channel as ``CoreShowChannels`` (``CoreShowChannel``) or ``Status`` lists it:
+        what happened to it while the link was down. A followed leg that was answered meanwhile is announced
+        answered (an incoming leg now Up; an outgoing one now in a bridge); an incoming agent channel that started
+        ringing meanwhile is announced ringing. Event ids are the ones the live events would have had."""
+        if snapshot.kind != "event":
+            return []
+        h = _headers(snapshot)
+        uniqueid = h.get("uniqueid", "").strip()
+        known = uniqueid in self._channels
+        channel = self._channel(h, "", snapshot.name or "CoreShowChannel", create=True)
+        out: list[wire.Event] = []
+        if channel is None or channel.leg is None:
+            return out
+        leg = channel.leg
+        if not known:
+            channel.announced = True
+        if leg.direction == "in":
+            if channel.state == STATE_UP:
+                if leg.state in (LegState.NEW, LegState.ARMED, LegState.RINGING):
+                    self._fire(leg, Trigger.ANSWER, now, out)
+            elif channel.state == STATE_RINGING and leg.state is LegState.NEW:
+                self._fire(leg, Trigger.ARM, now, out)
+            self._settle(channel, now, out)
+        elif leg.direction == "out" and leg.state is LegState.RINGING and h.get("bridgeid", "").strip():
+            self._fire(leg, Trigger.ANSWER, now, out)
+        return out
+
+    def note_dnd(self, extension: str, dnd: bool, now: float, device_state: str = "") -> list[wire.Event]:
+        """What the PBX answered when asked about an extension's DND (e.g. ``DBGet DND/<ext>``: found ``YES`` or not
+        found): an ``AgentState`` if that changes the known state of a followed extension."""
+        out: list[wire.Event] = []
+        self._set_dnd(extension, dnd, device_state[:40], now, f"{now:.6f}", out)
+        return out
+
+    def legs_of(self, extension: str) -> list[LegInfo]:
+        """The live legs of ``extension`` (not ended), oldest first: which channel to hang up, answer or transfer."""
+        found: list[LegInfo] = []
+        for channel in self._channels.values():
+            leg = channel.leg
+            if leg is None or leg.extension != extension or leg.state is LegState.ENDED:
+                continue
+            found.append(
+                LegInfo(
+                    extension=leg.extension,
+                    call_id=leg.call_id,
+                    leg_id=leg.uniqueid,
+                    channel=channel.name,
+                    state=leg.state,
+                    direction=leg.direction,
+                    peers=tuple(peer.name for peer in self._bridge_peers(channel)),
+                )
+            )
+        return found
+
+    @property
+    def tracked_uniqueids(self) -> frozenset[str]:
+        """Uniqueids of every channel tracked now (to tell, at a reconcile, channels that appeared meanwhile)."""
+        return frozenset(self._channels)
 
     @property
     def tracked_channels(self) -> int:
@@ -515,6 +600,13 @@ class Translator:
             number = leg.dialed_number or (channel.first_exten if channel else "")
             internal = leg.dest_is_agent or self._is_internal(number, leg)
             return number, "", wire.Direction.INTERNAL if internal else wire.Direction.OUTBOUND
+        consulting = self._consultation(channel, leg) if channel is not None and not leg.handed_over else None
+        if consulting is not None and consulting.talked_with is not None:
+            # A consultation inside a call rings as the call being handed over: the original party, and who hands it.
+            number, name = consulting.talked_with
+            if consulting.agent_ext != leg.extension:
+                leg.transferred_from = consulting.agent_ext
+            return number, name, wire.Direction.INTERNAL if self._is_internal(number, leg) else wire.Direction.INBOUND
         if leg.dial_remote is not None and leg.dial_remote[0]:
             number, name = leg.dial_remote
         elif channel is not None:
@@ -750,13 +842,15 @@ class Translator:
                 peers.append(other)
         return peers
 
-    def _end_signal(self, channel: _Channel) -> None:
-        """``channel`` is going away: the first such sign decides who hung up, for the legs it concerns."""
+    def _end_signal(self, channel: _Channel, cause: int) -> None:
+        """``channel`` is going away: the first such sign decides who hung up, for the legs it concerns. Cause 26
+        (answered elsewhere) is never the agent's doing, whatever channel it reaches first."""
         if channel.optimized:
             return
+        own_side = wire.HungUpBy.REMOTE if cause == CAUSE_ANSWERED_ELSEWHERE else wire.HungUpBy.AGENT
         for own in (channel, self._partner(channel)):
             if own is not None and own.leg is not None and own.leg.ended_by is None:
-                own.leg.ended_by = wire.HungUpBy.AGENT
+                own.leg.ended_by = own_side
         for peer in self._bridge_peers(channel):
             if peer.leg is not None and peer.leg.ended_by is None:
                 peer.leg.ended_by = wire.HungUpBy.REMOTE
@@ -836,6 +930,7 @@ class Translator:
                     log.info("%s was announced as ringing before its Originate was seen", dest.name)
             elif leg.direction == "in" or (leg.direction == "" and leg.state is LegState.NEW and not dest.originated):
                 leg.direction = "in"
+                leg.dialer = caller.uniqueid
                 leg.dial_remote = (caller.caller_num, caller.caller_name)
                 leg.dialer_is_agent = bool(caller.agent_ext)
                 self._fire(leg, Trigger.ALERT, when, out)
@@ -849,6 +944,38 @@ class Translator:
                     leg.dialed_number = caller.first_exten or dest.agent_ext or _dialled(h.get("dialstring", ""))
                 leg.dest_is_agent = leg.dest_is_agent or bool(dest.agent_ext)
                 self._fire(leg, Trigger.ALERT, when, out)
+
+    def _consultation(self, channel: _Channel, leg: _Leg) -> _Channel | None:
+        """The agent channel on whose behalf ``leg`` is being called to consult before a transfer, if it is: an agent
+        channel that already talked to someone in this call calls again, itself (AMI Atxfer) or through a channel
+        acting for it (Asterisk's attended-transfer feature dials from a Local channel with the agent's caller id)."""
+        call = self._calls.get(channel.linkedid)
+        if call is None:
+            return None
+        dialer = self._channels.get(leg.dialer) if leg.dialer else None
+        if dialer is not None:
+            if call.transferee == dialer.uniqueid:
+                return None  # a blind-transferred party dialling its new destination is no consultation
+            if dialer.agent_ext and dialer.talked_with is not None:
+                return dialer
+            number = dialer.caller_num
+        else:
+            number = channel.connected_num  # the PBX tells the called phone who calls
+        if not number or number == channel.agent_ext:
+            return None
+        for uniqueid in call.channels:
+            other = self._channels.get(uniqueid)
+            if (
+                other is not None
+                and other is not channel
+                and other is not dialer
+                and other.agent_ext == number
+                and other.talked_with is not None
+                and other.state == STATE_UP
+                and other.uniqueid != call.transferee
+            ):
+                return other
+        return None
 
     def _on_dial_end(self, h: dict[str, str], when: float, stamp: str, out: list[wire.Event]) -> None:
         caller = self._channel(h, "", "DialEnd", create=False)
@@ -884,6 +1011,11 @@ class Translator:
                 other.leg.ended_by = None  # a new party joins: the conversation goes on
         members.add(channel.uniqueid)
         channel.bridge = bridge
+        if channel.agent_ext and channel.talked_with is None:
+            if channel.leg is not None and channel.leg.remote_number:
+                channel.talked_with = (channel.leg.remote_number, channel.leg.remote_name)
+            elif channel.connected_num:
+                channel.talked_with = (channel.connected_num, channel.connected_name)
         leg = channel.leg
         if leg is None:
             return
@@ -911,7 +1043,7 @@ class Translator:
     def _on_hangup_request(self, h: dict[str, str], when: float, stamp: str, out: list[wire.Event]) -> None:
         channel = self._channel(h, "", "HangupRequest", create=False)
         if channel is not None:
-            self._end_signal(channel)
+            self._end_signal(channel, _to_int(h.get("cause"), 0))
 
     def _on_hangup(self, h: dict[str, str], when: float, stamp: str, out: list[wire.Event]) -> None:
         channel = self._channel(h, "", "Hangup", create=False)
@@ -919,10 +1051,11 @@ class Translator:
             uniqueid = h.get("uniqueid", "")
             log.info("Hangup for unknown channel %s (%s) ignored", h.get("channel", "?")[:80], uniqueid[:_MAX_ID])
             return
-        self._end_signal(channel)
+        cause = max(_to_int(h.get("cause"), 0), 0)
+        self._end_signal(channel, cause)
         leg = channel.leg
         if leg is not None:
-            leg.cause = max(_to_int(h.get("cause"), 0), 0)
+            leg.cause = cause
             leg.cause_text = h.get("cause-txt", "").strip()
             self._fire(leg, Trigger.END, when, out)
         self._forget(channel)
@@ -935,10 +1068,11 @@ class Translator:
         target = _clean(h.get("extension"))
         from_ext = self._agent_extension_of(transferer, h, "transferer")
         for party in (transferee, transferer):
-            if party is not None and from_ext:
-                call = self._calls.get(party.linkedid)
-                if call is not None:
-                    call.transferred_from = from_ext
+            call = self._calls.get(party.linkedid) if party is not None else None
+            if call is not None:
+                call.transferred_from = from_ext or call.transferred_from
+                if transferee is not None:
+                    call.transferee = transferee.uniqueid
         if transferer is None or transferer.leg is None:
             return
         leg = transferer.leg
@@ -955,11 +1089,9 @@ class Translator:
         target_channel = self._channel(h, "transfertarget", "AttendedTransfer", create=False)
         from_ext = self._agent_extension_of(original, h, "origtransferer")
         # Who the call went to: the number the consultation dialled, else what the PBX says of the target.
-        target = ""
-        if consulting is not None and consulting.leg is not None:
-            target = consulting.leg.remote_number or consulting.leg.dialed_number
-        if not target and target_channel is not None:
-            target = target_channel.agent_ext or target_channel.caller_num
+        target = target_channel.agent_ext if target_channel is not None else ""
+        if not target and consulting is not None and consulting is not original and consulting.leg is not None:
+            target = consulting.leg.dialed_number or consulting.leg.remote_number
         if not target:
             target = _clean(h.get("secondtransfererconnectedlinenum")) or _clean(h.get("transfertargetcalleridnum"))
         # Who was handed over: the party of the original call.
@@ -1010,6 +1142,7 @@ class Translator:
             direction="in",
             dial_remote=handed,
             transferred_from=from_ext if from_ext != old.extension else "",
+            handed_over=True,
         )
         channel.leg = leg
         self._fire(leg, Trigger.ANSWER, when, out)
