@@ -533,6 +533,9 @@ class AMIConnection:
         newline = buffer.find(b"\n")
         if newline < 0:
             return  # the length check in _parse() bounds the wait
+        if newline + 1 > self.max_buffer:  # as for a message: the same whether the newline came yet or not
+            self._fail(f"the first line of {newline + 1} bytes is longer than the {self.max_buffer}-byte buffer limit")
+            return
         line = bytes(buffer[:newline])
         if line.endswith(b"\r"):
             line = line[:-1]
