@@ -15,6 +15,7 @@ class AMIClient:
         self.reader, self.writer = reader, writer
         self.conn = AMIConnection("client")
         self.raw = bytearray()
+        self.chunks: list[bytes] = []  # the reads as they arrived
         self.messages: list[Message] = []  # everything received, in order
         self.banner: Message | None = None
         self.closed = asyncio.Event()
@@ -33,6 +34,7 @@ class AMIClient:
             while True:
                 data = await self.reader.read(65536)
                 self.raw += data
+                self.chunks.append(data)
                 self.conn.receive_data(data)
                 while True:
                     msg = self.conn.next_event()
