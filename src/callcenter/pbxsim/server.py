@@ -41,6 +41,7 @@ from callcenter.bridge.connectors.ami.codec import (
     LocalProtocolError,
     Message,
     RemoteProtocolError,
+    encode_banner,
     encode_message,
 )
 from callcenter.pbxsim.engine import INTERNAL_CONTEXT, PBXCore, PBXError
@@ -48,7 +49,7 @@ from callcenter.pbxsim.model import EXT_STATUS_TEXT, AMIEvent, Channel, ChannelS
 
 log = logging.getLogger("callcenter.pbxsim")
 
-BANNER: Final = "Asterisk Call Manager/11.0.0"
+BANNER_VERSION: Final = "11.0.0"  # what Asterisk 12 to 22 send
 FAULT_KINDS: Final = ("drop", "garbage", "stall", "restart")
 EVENT_CLASSES: Final = frozenset({"system", "call", "log", "verbose", "command", "agent", "user", "config", "dtmf",
                                   "reporting", "cdr", "dialplan", "originate", "agi", "cc", "aoc", "test",
@@ -174,7 +175,7 @@ class Session:
     # ---- reading --------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.write_raw(f"{BANNER}\r\n".encode())
+        self.write_raw(encode_banner(BANNER_VERSION))
         try:
             while not self.closed:
                 data = await self.reader.read(65536)
@@ -247,7 +248,12 @@ class Session:
             self.server.record(self, msg, name, "Error")
             return
         self._early_status = ""
-        replies = await handler(msg)
+        try:
+            replies = await handler(msg)
+        except Exception as exc:  # a simulator bug: answer, keep the session, and make it visible to tests
+            log.exception("pbxsim: the %s action failed inside the simulator", name)
+            self.core.clock.errors.append(exc)
+            replies = [self._response(msg, "Error", f"Internal error in the simulator ({type(exc).__name__})")]
         for reply in replies:
             self.send(reply)
         status = replies[0][0][1] if replies and replies[0] and replies[0][0][0] == "Response" else self._early_status
