@@ -627,3 +627,15 @@ def test_answered_elsewhere_is_never_the_agents_hang_up_even_when_it_reaches_the
     ended = pbx.events[-1]
     assert isinstance(ended, wire.CallEnded)
     assert (ended.hung_up_by, ended.answered_elsewhere) == (wire.HungUpBy.REMOTE, True)
+
+
+def test_a_channel_renamed_to_an_agents_phone_is_followed_from_then_on() -> None:
+    pbx = Pbx()
+    temporary = ("Surrogate/abc", ALICE[1], TRUNK[2])
+    pbx("Newchannel", *chan(temporary, 0))
+    pbx("Newstate", *chan(temporary, 5, cnum=CALLER))  # no agent's channel: skipped
+    assert pbx.events == []
+    pbx("Rename", ("Channel", "Surrogate/abc"), ("Newname", ALICE[0]), ("Uniqueid", ALICE[1]))
+    pbx("NewConnectedLine", *chan(ALICE, 5, cnum=CALLER))
+    pbx("Newstate", *chan(ALICE, 6, cnum=CALLER))
+    assert pbx.kinds() == ["CallRinging", "CallAnswered"]

@@ -235,6 +235,8 @@ _NOISE: Final = frozenset(
         "hangupcomplete",
     }
 )
+# Events about one channel's details: useless for a channel no rule recognises (its name never changes the verdict).
+_CHANNEL_DETAIL_EVENTS: Final = frozenset({"newstate", "newcallerid", "newconnectedline"})
 _MAX_UNKNOWN_NAMES: Final = 256
 _MAX_ID: Final = 64  # Asterisk ids are ~20 characters; anything much longer is not one
 _UNKNOWN_VALUES: Final = frozenset({"<unknown>", "<Unknown>", "unknown"})
@@ -420,11 +422,25 @@ class Translator:
             if name not in _NOISE:
                 self._note_unknown(message.name)
             return []
+        if self._irrelevant(name, message):
+            return []
         headers = _headers(message)
         when, stamp = self._when(headers, arrival_time, message.name)
         out: list[wire.Event] = []
         handler(headers, when, stamp, out)
         return out
+
+    def _irrelevant(self, name: str, message: Message) -> bool:
+        """Frequent events that cannot matter, told from one header (the codec reads it without parsing the rest):
+        caller-id and state changes of a channel known to be no agent's, device states other than DND."""
+        if name in _CHANNEL_DETAIL_EVENTS:
+            channel = self._channels.get(message.get("Uniqueid") or "")
+            return channel is not None and channel.rule == -1
+        if name == "devicestatechange":
+            return not (message.get("Device") or "")[:10].lower() == "custom:dnd"
+        if name == "extensionstatus":
+            return "custom:dnd" not in (message.get("Hint") or "").lower()
+        return False
 
     def expect_originate(self, uniqueid: str) -> None:
         """Tell the translator that the channel with this ``Uniqueid`` (Originate's ``ChannelId``) is a click-to-dial:
@@ -727,6 +743,8 @@ class Translator:
         if self._names.get(channel.name) == channel.uniqueid:
             del self._names[channel.name]
         channel.name = name
+        if not channel.agent_ext:
+            channel.rule = -2  # a new name may be an agent's
         self._names[name] = channel.uniqueid
 
     def _move(self, channel: _Channel, linkedid: str) -> None:
