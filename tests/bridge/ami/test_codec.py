@@ -211,6 +211,13 @@ def test_a_first_line_that_is_not_the_banner_is_reported_and_the_stream_goes_on(
     assert (messages[1].kind, messages[1].name) == ("event", "Hangup")
 
 
+def test_blank_bytes_after_a_bad_first_line_are_skipped_in_any_chunking() -> None:
+    data = b"\n\xff\xff\r\n\r*\x00:\r\n\r\n"  # found by atheris: the "\r" was part of the name only when fed whole
+    messages = parse(data)
+    assert messages == parse(data, 1)
+    assert messages[1].headers == (("*\x00", ""),)
+
+
 def test_a_capture_cut_mid_stream_parses_without_a_banner() -> None:
     messages = parse(b"Event: Hangup\r\nCause: 16\r\n\r\n")
     assert [(m.kind, m.name) for m in messages] == [("event", "Hangup")]
