@@ -71,7 +71,7 @@ def _range(value: str) -> tuple[float, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="callcenter pbxsim", description=(__doc__ or "").split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="callcenter pbxsim", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     net = p.add_argument_group("AMI server")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback; default 127.0.0.1)")
@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "only through PJSIPNotify, i.e. the CRM's Answer button, or a scenario step)")
     pbx.add_argument("--hangup-after", type=_seconds_or_never, default=None, metavar="S|never",
                      help="agents hang up after S seconds of talk (default never)")
+    pbx.add_argument("--remote-answer-after", type=_seconds_or_never, default=2.0, metavar="S|never",
+                     help="outside numbers answer our outbound calls after S seconds (default 2)")
+    pbx.add_argument("--remote-hangup-after", type=_seconds_or_never, default=None, metavar="S|never",
+                     help="outside numbers hang up after S seconds of talk (default never)")
     pbx.add_argument("--ring-timeout", type=_positive, default=20.0, metavar="S",
                      help="Dial() rings this long before NOANSWER (default 20)")
     pbx.add_argument("--speed", type=_positive, default=1.0, metavar="F",
@@ -178,6 +182,7 @@ async def serve(args: argparse.Namespace, secret: str, scenarios: list[Scenario]
     agents = agents_from(args)
     pbx = SimulatedPBX(users={args.user: secret}, host=args.host, port=args.port, agents=agents,
                        behaviour=Behaviour(answer_after=args.answer_after, hangup_after=args.hangup_after),
+                       remote=Behaviour(answer_after=args.remote_answer_after, hangup_after=args.remote_hangup_after),
                        speed=args.speed, ring_timeout=args.ring_timeout, allow_remote=args.allow_remote)
     try:
         await pbx.start()

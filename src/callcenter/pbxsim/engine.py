@@ -95,6 +95,8 @@ class PBXCore:
         self.groups: dict[str, list[str]] = {k: list(v) for k, v in (groups or {}).items()}
         self.queues: dict[str, list[str]] = {k: list(v) for k, v in (queues or {}).items()}
         self.ring_timeout = ring_timeout
+        # How the outside world answers our outbound calls, unless a scenario says otherwise.
+        self.remote_behaviour = copy.copy(DEFAULT_REMOTE)
         self.sinks: list[EventSink] = []
         self.channels: dict[str, Channel] = {}
         self.live_calls: dict[str, Call] = {}
@@ -471,7 +473,7 @@ class PBXCore:
                                         uniqueid=first_uniqueid if not dial.legs else "")
                 leg.dialstring = number
             else:
-                beh = copy.copy(behaviour or DEFAULT_REMOTE)
+                beh = copy.copy(behaviour or self.remote_behaviour)
                 leg = self._new_channel(Role.TRUNK, TRUNK, call=call, state=ChannelState.DOWN,
                                         context=PSTN_CONTEXT, exten="s", behaviour=beh, label=label, dial=dial)
                 leg.dialstring = f"{number}@{TRUNK}"
@@ -480,7 +482,8 @@ class PBXCore:
             if caller is not None:
                 # As app_dial does: the callee's caller id shows what the caller dialled, its name the caller's;
                 # its connected line is the caller (an agent calling shows as the agent, not as its own display).
-                shown = self._party(caller) if caller.role is Role.AGENT else (caller.caller_num, caller.caller_name)
+                mine = caller.role is Role.TRUNK or caller.own_identity
+                shown = (caller.caller_num, caller.caller_name) if mine else self._party(caller)
                 dialled = number if tkind == "pstn" or caller.exten in ("", "s") else caller.exten
                 self._set_caller(leg, dialled, shown[1])
                 self._set_connected(leg, *shown)
@@ -699,6 +702,7 @@ class PBXCore:
         ch = self._new_channel(Role.AGENT, ext, call=None, state=ChannelState.RING, context=INTERNAL_CONTEXT,
                                exten=number, behaviour=copy.copy(agent.behaviour),
                                caller=(ext, agent.name if caller_name is None else caller_name), label=label)
+        ch.own_identity = True
         self._exec(ch, "Macro", "user-callerid,")
         self._varset(ch, "AMPUSER", ext)
 
@@ -756,6 +760,7 @@ class PBXCore:
             if exten:
                 self._enter(leg, context, exten)
                 self._set_caller(leg, ext, agent.name)  # from-internal sets the agent's own caller id
+                leg.own_identity = True
                 self._exec(leg, "Macro", "user-callerid,")
                 self._route(leg, exten, remote=remote)
             else:
@@ -970,6 +975,7 @@ class PBXCore:
         second = self._new_channel(Role.AGENT, a.endpoint, call=None, state=ChannelState.RING,
                                    context=INTERNAL_CONTEXT, exten=number, behaviour=Behaviour(),
                                    caller=(a.endpoint, agent.name if agent else ""), label=a.call.label)
+        second.own_identity = True
         second.consult_of, xfer.second = xfer, second
         self._exec(second, "Macro", "user-callerid,")
 

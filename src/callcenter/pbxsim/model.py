@@ -185,6 +185,7 @@ class Channel:
     transfer: Transfer | None = None  # set on the transferer during an attended transfer
     held_by: Transfer | None = None  # set on the transferee during an attended transfer
     consult_of: Transfer | None = None  # set on a phone's second (consultation) channel
+    own_identity: bool = False  # the caller id is the agent's own (a call the agent makes), not a caller's
     application: str = ""
     app_data: str = ""
     hangup_scheduled: bool = False

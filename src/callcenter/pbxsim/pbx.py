@@ -66,6 +66,7 @@ class SimulatedPBX:
         port: int = 0,
         agents: Iterable[str] | Mapping[str, str] | None = None,
         behaviour: Behaviour | None = None,
+        remote: Behaviour | None = None,
         speed: float = 1.0,
         ring_timeout: float = 20.0,
         groups: Mapping[str, Sequence[str]] | None = None,
@@ -88,6 +89,8 @@ class SimulatedPBX:
             queues={k: list(v) for k, v in (queues or {"400": list(names)}).items()},
             ring_timeout=ring_timeout,
         )
+        if remote is not None:
+            self.core.remote_behaviour = Behaviour(**vars(remote))
         self.server = AMIServer(self.core, users=users, host=host, port=port)
         self.runs: list[ScenarioRun] = []
         self.loads: list[LoadGenerator] = []

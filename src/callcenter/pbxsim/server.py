@@ -761,7 +761,9 @@ class AMIServer:
             session.send_event(event)
 
     def record(self, session: Session, msg: Message, name: str, response: str) -> None:
-        headers = tuple((k, "********" if k.lower() in ("secret", "key") else v) for k, v in msg.headers)
+        # Login's Key is an MD5 answer to a challenge; every other action's Key (DBGet, DBPut) is an AstDB key.
+        masked = ("secret", "key") if name.lower() == "login" else ("secret",)
+        headers = tuple((k, "********" if k.lower() in masked else v) for k, v in msg.headers)
         if name.lower() == "login" and response == "Success":
             self.logins += 1
         self.commands.append(ReceivedAction(at=self.core.clock.now(), session=session.number,
