@@ -347,3 +347,16 @@ async def test_pjsip_notify_errors_and_harmless_notifies(pbx: SimulatedPBX, clie
     assert idle.name == "Success"
     await asyncio.sleep(0.01)
     assert pbx.channels() == []
+
+
+async def test_redirect_of_a_ringing_caller_deflects_the_call(pbx: SimulatedPBX, client: AMIClient) -> None:
+    call = pbx.inbound_call("00302101234567", "100")
+    trunk = call.channels[0].name
+    await client.wait_event("Newstate", ChannelStateDesc="Ringing")
+    await client.action("Redirect", Channel=trunk, Exten="101", Context="from-internal")
+    cancel = await client.wait_event("DialEnd", Channel=trunk, DialStatus="CANCEL")
+    assert cancel.get("DestChannel", "").startswith("PJSIP/100-")
+    await client.wait_for(lambda: any(e.get("DestChannel", "").startswith("PJSIP/101-")
+                                      for e in client.events("DialBegin")))
+    assert pbx.answer("101")
+    await client.wait_event("BridgeEnter", Channel=trunk)

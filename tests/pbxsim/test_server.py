@@ -181,3 +181,25 @@ async def test_a_client_that_stops_reading_is_dropped(pbx: SimulatedPBX) -> None
 def test_a_non_loopback_address_is_refused() -> None:
     with pytest.raises(ValueError, match="loopback"):
         SimulatedPBX(users={"crm": SECRET}, host="192.0.2.10")
+
+
+async def test_junk_from_a_client_never_breaks_the_server(pbx: SimulatedPBX, client: AMIClient) -> None:
+    client.send_raw(b"\xff\xfe not utf-8 \xc3\x28\r\nno colon here\r\n\r\n")
+    client.send_raw(b"Action: Ping\r\nActionID: after-junk\r\n\r\n")
+    await client.wait_for(lambda: bool(client.responses("after-junk")))
+    assert client.responses("after-junk")[0].get("Ping") == "Pong"
+    flood = await AMIClient.connect(pbx.port)
+    flood.send_raw(b"Action: " + b"x" * (5 * 1024 * 1024))  # no line end, beyond every limit
+    await asyncio.wait_for(flood.closed.wait(), 5)
+    assert (await client.action("Ping")).get("Ping") == "Pong", "the other sessions go on"
+    await flood.close()
+
+
+async def test_login_can_turn_events_off(pbx: SimulatedPBX) -> None:
+    c = await AMIClient.connect(pbx.port)
+    await c.action("Login", Username="crm", Secret=SECRET, Events="off")
+    call = pbx.inbound_call("00302101234567", "100", abandon_after=1)
+    await pbx.wait_until(lambda: call.ended)
+    await c.action("Ping")
+    assert c.events() == []
+    await c.close()
