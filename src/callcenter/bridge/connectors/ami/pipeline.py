@@ -6,14 +6,11 @@ code that handled it live.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from callcenter import wire
 from callcenter.bridge.connectors.ami.codec import CLOSED, NEED_DATA, AMIConnection, Message
 from callcenter.bridge.connectors.ami.translate import Translator, TranslatorConfig
-
-BANNER_PREFIX = b"Asterisk Call Manager/"
 
 
 @dataclass(slots=True)
@@ -21,7 +18,8 @@ class Pipeline:
     """Feed it the bytes of one AMI connection, in order; it returns the wire events they cause.
 
     ``arrival_time`` is the local time the bytes arrived (for messages without a ``Timestamp`` header); ``None``
-    (replay) uses the last PBX ``Timestamp`` seen, so a replay is deterministic.
+    (replay) stands in the latest PBX ``Timestamp`` seen plus one microsecond per message since, so a replay is
+    deterministic and two untimed messages never share a time (nor an AgentState event id).
     """
 
     config: TranslatorConfig = field(default_factory=TranslatorConfig)
@@ -29,7 +27,7 @@ class Pipeline:
     connection: AMIConnection = field(init=False)
     messages: int = 0
     closed: bool = False
-    last_pbx_time: float = 0.0
+    _untimed: int = 0
 
     def __post_init__(self) -> None:
         self.translator = Translator(self.config)
@@ -49,13 +47,10 @@ class Pipeline:
                 break
             assert isinstance(message, Message)
             self.messages += 1
-            stamp = message.get("Timestamp")
-            if stamp:
-                try:
-                    value = float(stamp)
-                except ValueError:
-                    value = math.nan
-                if math.isfinite(value) and value > self.last_pbx_time:
-                    self.last_pbx_time = value
-            out.extend(self.translator.feed(message, self.last_pbx_time if arrival_time is None else arrival_time))
+            translator = self.translator
+            pbx_time = translator.pbx_time
+            when = pbx_time + (self._untimed + 1) * 1e-6 if arrival_time is None else arrival_time
+            out.extend(translator.feed(message, when))
+            self._untimed = 0 if translator.pbx_time != pbx_time else self._untimed + 1
         return out
+

@@ -384,6 +384,7 @@ class Translator:
         self._dnd: dict[str, bool] = {}
         self._expected_originates: dict[str, None] = {}
         self._unknown_names: set[str] = set()
+        self.pbx_time = 0.0  # the latest PBX Timestamp seen
         self._handlers: dict[str, Handler] = {
             "newchannel": self._on_newchannel,
             "newstate": self._on_newstate,
@@ -883,6 +884,8 @@ class Translator:
             except ValueError:
                 value = -1.0
             if math.isfinite(value) and value >= 0:
+                if value > self.pbx_time:
+                    self.pbx_time = value
                 return value, raw
             log.warning("%s has an invalid Timestamp %r; using the arrival time", event, raw[:40])
         if not math.isfinite(arrival_time) or arrival_time < 0:
