@@ -360,3 +360,64 @@ async def test_redirect_of_a_ringing_caller_deflects_the_call(pbx: SimulatedPBX,
                                       for e in client.events("DialBegin")))
     assert pbx.answer("101")
     await client.wait_event("BridgeEnter", Channel=trunk)
+
+
+async def test_atxfer_to_a_dnd_extension_goes_back_to_the_caller(pbx: SimulatedPBX, client: AMIClient) -> None:
+    pbx.set_dnd("101", True)
+    agent, trunk = await answered_call(pbx, client)
+    await client.action("Atxfer", Channel=agent, Exten="101")
+    await client.wait_event("MusicOnHoldStop", Channel=trunk)
+    assert {c.name for c in pbx.channels()} == {agent, trunk}
+    assert len({c.bridge for c in pbx.channels()}) == 1
+
+
+async def test_atxfer_hung_up_while_the_target_rings_hands_the_caller_over(pbx: SimulatedPBX,
+                                                                            client: AMIClient) -> None:
+    agent, trunk = await answered_call(pbx, client)
+    await client.action("Atxfer", Channel=agent, Exten="102")
+    await client.wait_for(lambda: any(e.get("Channel", "").startswith("PJSIP/102-")
+                                      for e in client.events("Newstate") if e.get("ChannelStateDesc") == "Ringing"))
+    await client.action("Hangup", Channel=agent)  # a "blond" transfer
+    event = await client.wait_event("AttendedTransfer")
+    assert event.get("TransfereeChannel") == trunk
+    assert pbx.answer("102")
+    await client.wait_event("MusicOnHoldStop", Channel=trunk)
+    live = pbx.channels()
+    assert {c.extension for c in live} == {None, "102"} and len({c.bridge for c in live}) == 1
+
+
+async def test_the_caller_hanging_up_during_a_consultation_leaves_the_agents_talking(
+    pbx: SimulatedPBX, client: AMIClient
+) -> None:
+    agent, trunk = await answered_call(pbx, client)
+    await client.action("Atxfer", Channel=agent, Exten="101")
+    assert await asyncio.wait_for(_answer_when_ringing(pbx, "101"), 3)
+    await client.wait_event("BridgeEnter", Channel=agent)
+    await client.action("Hangup", Channel=trunk)
+    await client.wait_event("Hangup", Channel=trunk)
+    assert {c.extension for c in pbx.channels()} == {"100", "101"}
+    await client.action("Hangup", Channel=agent)  # no transfer left to complete: an ordinary hang-up
+    await pbx.wait_until(lambda: not pbx.channels())
+    assert not client.events("AttendedTransfer")
+
+
+async def test_a_phone_transfer_whose_target_hangs_up_takes_the_caller_off_hold(pbx: SimulatedPBX,
+                                                                                client: AMIClient) -> None:
+    agent, trunk = await answered_call(pbx, client)
+    first = pbx.core.find_channel(agent)
+    assert first is not None
+    second = pbx.core.phone_transfer(first, "101")
+    assert second.linkedid != first.linkedid, "the phone's second line is a call of its own"
+    assert await asyncio.wait_for(_answer_when_ringing(pbx, "101"), 3)
+    target = next(c for c in pbx.core.channels.values() if c.endpoint == "101")
+    await client.wait_event("BridgeEnter", Channel=target.name)
+    pbx.core.hangup(target)
+    await client.wait_event("Unhold", Channel=agent)
+    await client.wait_event("MusicOnHoldStop", Channel=trunk)
+    assert {c.name for c in pbx.channels()} == {agent, trunk}
+
+
+async def _answer_when_ringing(pbx: SimulatedPBX, ext: str) -> bool:
+    while not pbx.answer(ext):
+        await asyncio.sleep(0.002)
+    return True

@@ -1059,8 +1059,11 @@ class PBXCore:
             self._event(request, [*a.snapshot(), ("Cause", "16")])
             self._destroy(a, 16)
             return
-        # Nothing to hand over (the target hung up or never answered): an ordinary hang-up.
+        # Nothing to hand over (the consultation failed or never started): an ordinary hang-up, and the caller
+        # left alone on hold goes too.
         self.hangup(a, via_ami=request == "SoftHangupRequest")
+        if p.alive and p.bridge is xfer.hold_bridge and p.bridge.channels == [p]:
+            self.hangup(p, via_ami=True)
 
     # ---- lookups and views ----------------------------------------------------------------------------------
 
