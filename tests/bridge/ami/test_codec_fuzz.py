@@ -133,7 +133,8 @@ def test_a_header_looked_up_before_parsing_equals_the_one_after(data: bytes, see
     for message in lazy:
         names = [name for name, _ in message.headers] if message._raw is None else []
         keys = seed.draw(st.lists(st.sampled_from(
-            ["Event", "event", "TIMESTAMP", "Uniqueid", "CallerIDName", "Nope", "Variable", "", "Κ", *names]
+            ["Event", "event", "TIMESTAMP", "Uniqueid", "CallerIDName", "Nope", "Variable", "", "Κ", "a:b", "\n", "\r",
+             *names]
         ), max_size=4))
         before = [message.get(key) for key in keys] + [message.name, message.action_id]
         assert message.headers is not None

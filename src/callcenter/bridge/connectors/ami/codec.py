@@ -162,7 +162,7 @@ class Message(_Lazy):
         """The first value of header ``key`` (case-insensitive), or ``default``."""
         if self._index is None:
             raw = self._raw
-            if raw is not None and raw.isascii() and key.isascii():
+            if raw is not None and raw.isascii() and key.isascii() and ":" not in key and "\n" not in key:
                 return _raw_lookup(raw, key, default)
         return self._lookup().get(_LOWER[key], default)
 
@@ -541,9 +541,11 @@ class AMIConnection:
 
     def _parse_banner(self) -> None:
         buffer = self._buffer
-        newline = buffer.find(b"\n")
+        newline = buffer.find(b"\n", self._scanned)
         if newline < 0:
-            return  # the length check in _parse() bounds the wait
+            self._scanned = len(buffer)  # the length check in _parse() bounds the wait
+            return
+        self._scanned = 0
         if newline + 1 > self.max_buffer:  # as for a message: the same whether the newline came yet or not
             self._fail(f"the first line of {newline + 1} bytes is longer than the {self.max_buffer}-byte buffer limit")
             return
