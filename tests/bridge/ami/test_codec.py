@@ -113,6 +113,8 @@ def test_an_event_keeps_its_headers_in_wire_order_and_looks_them_up_case_insensi
     assert event.get_all("variable") == ["A=1", "B=2"]
     assert event.get("Missing") is None
     assert event.get("Missing", "") == ""
+    assert event.lookup_table() == {"event": "Newchannel", "channel": "PJSIP/100-0000002a", "uniqueid": "1.1",
+                                    "variable": "A=1"}
 
 
 def test_it_needs_data_until_a_message_ends() -> None:

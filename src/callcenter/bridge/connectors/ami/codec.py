@@ -33,7 +33,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
@@ -165,6 +165,11 @@ class Message(_Lazy):
             if raw is not None and raw.isascii() and key.isascii() and ":" not in key and "\n" not in key:
                 return _raw_lookup(raw, key, default)
         return self._lookup().get(_LOWER[key], default)
+
+    def lookup_table(self) -> Mapping[str, str]:
+        """Every header by lower-cased name, with the first value of a repeated name: what ``get()`` reads. Built
+        once per message; cheaper than building one's own from ``headers``."""
+        return self._lookup()
 
     def get_all(self, key: str) -> list[str]:
         """Every value of header ``key`` (case-insensitive), in wire order: e.g. all ``Variable`` lines."""
@@ -506,7 +511,8 @@ class AMIConnection:
                 self._follows_from = max(len(buffer) - len(_END_COMMAND_BYTES), 0)
                 self._scanned = len(buffer)
             else:
-                chunk = bytes(buffer[:end])
+                with memoryview(buffer) as view:
+                    chunk = bytes(view[:end])  # one copy (buffer[:end] would make two)
                 del buffer[:end]
                 consumed = self._parse_chunk(chunk)
                 self._scanned = 0
