@@ -3,6 +3,8 @@
     callcenter serve [--host H] [--port P]   run the CRM (ASGI: pages, WebSocket, bridge endpoint)
     callcenter demo                           set up a SQLite demo database and run the product
     callcenter seed-demo                      load the demo data (idempotent)
+    callcenter replay CAPTURE --ext 100=alice a raw AMI capture through the bridge and the CRM's call rules, on a
+                                              throwaway database: one JSON line per stored call (--help: options)
     callcenter bridge ...                     the bridge daemon and its tools (run, replay, capture, ...)
     callcenter pbxsim ...                     the simulated PBX (speaks AMI on a TCP port)
     callcenter <django command> ...           any Django management command (migrate, createsuperuser, ...)
@@ -57,6 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from callcenter.demo_env import apply_demo_environment
 
         apply_demo_environment()
+    if command == "replay":
+        # Never the configured database: a temporary SQLite file, made for this run and deleted after it.
+        from callcenter.replay_env import apply_replay_environment, discard_replay_environment
+
+        directory = apply_replay_environment()
+        try:
+            return _django_main(["replay", *rest])
+        finally:
+            discard_replay_environment(directory)
     if command in _CRM_ALIASES:
         return _django_main([_CRM_ALIASES[command], *rest])
     return _django_main(args)
