@@ -215,6 +215,9 @@ async def test_an_unreachable_pbx_is_reported_as_such_and_commands_say_pbx_unava
 async def test_bad_settings_are_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="no secret"):
         AmiConnector(settings_for(5038, secret=Secret("")), ("100",))
+    with pytest.raises(ValueError, match="line break") as refused:
+        AmiConnector(settings_for(5038, secret=Secret("abc\r\nAction: Originate")), ("100",))
+    assert "Originate" not in str(refused.value), "the secret is never shown"
     with pytest.raises(ValueError, match="has no \\{ext\\}"):
         AmiConnector(settings_for(5038, originate_channel="PJSIP/100"), ("100",))
     with pytest.raises(ValueError, match="unknown channel profile"):
@@ -446,6 +449,25 @@ async def test_a_pbx_restart_is_noticed_reconnected_and_reconciled() -> None:
             await answered_at(sim, sink, "100")
     finally:
         await sim.stop()
+
+
+async def test_a_pbx_without_coreshowchannels_is_reconciled_with_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Session._handlers
+
+    def restricted(self: Session) -> Any:
+        return {k: v for k, v in original(self).items() if k != "coreshowchannels"}
+
+    monkeypatch.setattr(Session, "_handlers", restricted)
+    async with new_pbx() as sim:
+        connector, sink = connector_for(sim, retry_initial=0.05), Sink()
+        async with running(connector, sink):
+            ringing = await answered_at(sim, sink, "100")
+            sim.inject_fault("restart", duration=10)  # the PBX restarts: 0.1 s with its port closed
+            await until(lambda: connector.connects == 2 and connector.reconciles == 2, what="the reconnect")
+        [ended] = sink.of(wire.CallEnded)
+        assert (ended.extension, ended.call_id, ended.reconciled) == ("100", ringing.call_id, True)
+        assert [c.response for c in sim.commands_named("CoreShowChannels")] == ["Error", "Error"]
+        assert [c.response for c in sim.commands_named("Status")] == ["Success", "Success"]
 
 
 async def test_a_stalled_link_is_noticed_within_the_keep_alive_deadline(pbx: SimulatedPBX) -> None:

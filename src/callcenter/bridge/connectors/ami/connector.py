@@ -8,11 +8,12 @@ Rules
   answer one of our actions (by ``ActionID``, through the codec's ``correlate``) go to the waiting action, everything
   else to the translator, in arrival order.
 - Link life: connect, wait for the banner, ``Login`` (a refusal is a clear error: check username/secret in
-  manager.conf), ``Events`` on, then *resync*: ``CoreShowChannels`` (``Status`` when that is refused) and
-  ``DBGet DND/<ext>`` for every followed extension. The resync runs inside the reader at the exact point of the stream
-  where the PBX's list ends, so no event is processed against a stale list: a followed call that ended while the link
-  was down is closed with ``CallEnded(reconciled=True)``, one answered meanwhile is announced answered, one that
-  started ringing meanwhile is announced ringing; channels that appeared after the list was asked for are left alone.
+  manager.conf), ``Events`` on, then *resync*: ``CoreShowChannels`` (``Status`` when that is refused) and, with
+  ``busy_mode`` dnd or both, ``DBGet DND/<ext>`` for every followed extension (none when following all of them).
+  The resync runs inside the reader at the exact point of the stream where the PBX's list ends, so no event is
+  processed against a stale list: a followed call that ended while the link was down is closed with
+  ``CallEnded(reconciled=True)``, one answered meanwhile is announced answered, one that started ringing meanwhile is
+  announced ringing; channels that appeared after the list was asked for are left alone.
 - Keep-alive: a ``Ping`` every ``ping_interval`` seconds must be answered within ``ping_timeout`` (defaults 4 s and
   min(status_timeout, 5 s)): a dead or stalled link is noticed within 9 s and the connection is dropped.
 - Reconnect: capped exponential back-off with jitter, ``retry_initial * 2**n`` (at most ``retry_cap``) times a
@@ -59,6 +60,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from importlib import metadata
 from typing import Final
 
 from callcenter import wire
@@ -164,7 +166,7 @@ class AmiConnector:
         retry_initial: float = 1.0,
         retry_cap: float = 30.0,
         event_mask: str = "on",
-        bridge_version: str = "",
+        bridge_version: str | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.time,
@@ -174,6 +176,8 @@ class AmiConnector:
         if not settings.secret:
             raise ValueError(f"[asterisk] has no secret for AMI user {settings.username!r}; set secret_file or "
                              "CALLCENTER_AMI_SECRET")
+        if any(c in settings.username + settings.secret.reveal() for c in "\r\n"):
+            raise ValueError("[asterisk] username or secret contains a line break; AMI cannot carry it")
         if not settings.status_timeout > 0:
             raise ValueError(f"[asterisk] status_timeout must be more than 0 seconds, not {settings.status_timeout}")
         if not 0 < retry_initial <= retry_cap:
@@ -205,7 +209,7 @@ class AmiConnector:
         self._retry_initial = retry_initial
         self._retry_cap = retry_cap
         self._event_mask = event_mask
-        self._bridge_version = bridge_version
+        self._bridge_version = _package_version() if bridge_version is None else bridge_version
         self._sleep = sleep
         self._jitter = jitter
         self._clock = clock
@@ -739,6 +743,13 @@ class AmiConnector:
             if matching:
                 return matching[-1]
         return None
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("callcenter")
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 def _discard(event: wire.Event) -> None:
