@@ -2,6 +2,7 @@
 
     callcenter bridge replay CAPTURE [--ext 100 ...] [--profile lab|production] [--internal-digits N]
     callcenter bridge capture --host H [--port 5038] --user U [--secret-file F] OUT [--seconds N]
+    callcenter bridge run | check | errors | autostart on|off [--config FILE]   the daemon (bridge/commands.py)
 
 ``replay`` reads a raw AMI byte capture (from ``capture``, ``nc`` or a tcpdump payload) through the same codec and
 translator as the live bridge and prints one JSON wire event per line. ``capture`` logs in to a real AMI port and
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from callcenter import wire
+from callcenter.bridge.commands import add_daemon_commands
 from callcenter.bridge.connectors.ami.codec import (
     NEED_DATA,
     Action,
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     capture.add_argument("out", metavar="OUT", type=Path, help="file to write the raw bytes to")
     capture.set_defaults(handler=_capture)
+    add_daemon_commands(commands)
     return parser
 
 
@@ -90,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     handler: Command = args.handler
+    if getattr(args, "own_logging", False):  # the daemon installs its own (redacting) handlers
+        return handler(args)
     with _logging_to_stderr(args.log_level.upper()):
         try:
             return handler(args)

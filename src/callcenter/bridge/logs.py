@@ -236,8 +236,9 @@ def read_error_log(data_dir: Path, lines: int) -> list[str]:
     return list(tail)
 
 
-def print_error_log(settings: BridgeSettings, lines: int, out: TextIO = sys.stdout) -> int:
+def print_error_log(settings: BridgeSettings, lines: int, out: TextIO | None = None) -> int:
     """``callcenter bridge errors``: the error log for people; 0 when shown, 1 when there is none to show."""
+    out = sys.stdout if out is None else out
     path = settings.data_dir / ERROR_LOG_NAME
     found = read_error_log(settings.data_dir, lines)
     if not found:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, cast, final
 
-from callcenter import wire
+from callcenter import numbers, wire
 
 ENV_CONFIG: Final = "CALLCENTER_BRIDGE_CONFIG"
 ENV_BRIDGE_SECRET: Final = "CALLCENTER_BRIDGE_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -168,6 +168,7 @@ class BridgeSettings:
     run_at_startup: bool = False
     data_dir: Path = field(default_factory=default_data_dir)
     extensions: tuple[str, ...] = ()
+    internal_digits: int = 0  # S-3.9: a number of exactly this many digits is internal; 0 = only agents' phones
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     tsapi: TsapiSettings = field(default_factory=TsapiSettings)
     tapi: TapiSettings = field(default_factory=TapiSettings)
@@ -305,6 +306,13 @@ def parse_settings(
     data_dir = reader.path(data_dir_text) if data_dir_text.strip() else default_data_dir(env)
 
     extensions = reader.extensions(bridge, "bridge", "extensions")
+    internal_digits = reader.whole(bridge, "bridge", "internal_digits", 0)
+    if not (internal_digits == 0 or numbers.MIN_INTERNAL_DIGITS <= internal_digits <= numbers.MAX_INTERNAL_DIGITS):
+        problems.append(
+            f"[bridge] internal_digits {internal_digits} is out of range; use 0 (only agents' phones are internal) "
+            f"or {numbers.MIN_INTERNAL_DIGITS}-{numbers.MAX_INTERNAL_DIGITS}, as in the CRM's call-center settings"
+        )
+        internal_digits = 0
 
     asterisk = _asterisk(reader, asterisk_raw, required=phone_system is wire.PhoneSystem.ASTERISK)
     tsapi = _tsapi(reader, tsapi_raw, required=phone_system is wire.PhoneSystem.TSAPI)
@@ -324,6 +332,7 @@ def parse_settings(
         "run_at_startup": reader.boolean(bridge, "bridge", "run_at_startup", False),
         "data_dir": data_dir,
         "extensions": extensions,
+        "internal_digits": internal_digits,
         "asterisk": asterisk,
         "tsapi": tsapi,
         "tapi": tapi,
@@ -439,7 +448,7 @@ def _tapi(reader: _Reader, raw: Mapping[str, Any], *, required: bool) -> TapiSet
 
 _BRIDGE_KEYS: Final = (
     "phone_system", "address", "port", "callback_address", "callback_port", "callback_scheme", "bridge_id", "secret",
-    "secret_file", "extended_log", "external_log", "run_at_startup", "data_dir", "extensions",
+    "secret_file", "extended_log", "external_log", "run_at_startup", "data_dir", "extensions", "internal_digits",
 )
 _ASTERISK_KEYS: Final = (
     "host", "port", "username", "secret", "secret_file", "channel", "context", "extension", "status_timeout",
@@ -496,6 +505,13 @@ class _Reader:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         self.problems.append(f"[{table}] {key} must be a number of seconds (without quotes), not {value!r}")
+        return default
+
+    def whole(self, raw: Mapping[str, Any], table: str, key: str, default: int) -> int:
+        value = raw.get(key, default)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        self.problems.append(f"[{table}] {key} must be a whole number (without quotes), not {value!r}")
         return default
 
     def port(self, raw: Mapping[str, Any], table: str, key: str, default: int) -> int:
