@@ -272,14 +272,14 @@ def test_a_cleared_call_does_not_come_back_when_its_events_are_replayed(alice, a
 def test_one_bad_event_is_kept_for_an_administrator_and_does_not_block_the_rest(alice, asterisk, monkeypatch):
     from callcenter.calls import actions
 
-    real = actions._merge_into_leg
+    real = actions._merge_event
 
-    def explode_on_one(event):
+    def explode_on_one(leg, event):
         if event.event_id.endswith(":1"):
             raise RuntimeError("boom")
-        return real(event)
+        return real(leg, event)
 
-    monkeypatch.setattr(actions, "_merge_into_leg", explode_on_one)
+    monkeypatch.setattr(actions, "_merge_event", explode_on_one)
     e = Events()
     receipt = receive_events(None, [e.ringing("100", 0), e.answered("100", 1), e.ended("100", 2)])
     assert (receipt.accepted, receipt.failed) == (2, 1)

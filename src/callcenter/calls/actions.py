@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Q
 from django.db.models.functions import Right
 from django.utils import timezone
@@ -42,7 +43,7 @@ from callcenter import numbers, wire
 from callcenter.activities.models import Activity, ActivityItem, ActivityType
 from callcenter.calls import live
 from callcenter.calls.models import Bridge, Call, CallDirection, CallKind, CallLeg, CallState, ProcessedEvent
-from callcenter.campaigns.models import Campaign
+from callcenter.campaigns.models import Campaign, CampaignItem
 from callcenter.contacts.actions import MatchRules, match_caller
 from callcenter.contacts.models import Contact
 from callcenter.resources.models import CallCenterSettings, Resource
@@ -87,9 +88,7 @@ def receive_events(bridge: Bridge | None, events: Sequence[wire.Event]) -> Recei
         return receipt
     try:
         with transaction.atomic():
-            context = _Context.load()
-            for event in fresh:
-                _apply(context, bridge, event)
+            _Batch(_Context.load(), bridge, fresh).apply(fresh)
             ProcessedEvent.objects.bulk_create([_processed(bridge, event) for event in fresh])
         receipt.accepted += len(fresh)
         return receipt
@@ -180,10 +179,20 @@ def _apply(context: _Context, bridge: Bridge | None, event: wire.Event) -> None:
 # ---- merging facts into legs -------------------------------------------------------------------------------------
 
 
-def _merge_into_leg(event: wire.CallRinging | wire.CallAnswered | wire.CallTransferred | wire.CallEnded) -> CallLeg:
+_CallEvent = wire.CallRinging | wire.CallAnswered | wire.CallTransferred | wire.CallEnded
+
+
+def _merge_into_leg(event: _CallEvent) -> CallLeg:
     leg, _created = CallLeg.objects.select_for_update().get_or_create(
         pbx_call_id=event.call_id, extension=event.extension
     )
+    _merge_event(leg, event)
+    leg.save()
+    return leg
+
+
+def _merge_event(leg: CallLeg, event: _CallEvent) -> None:
+    """Merge one event's facts into ``leg`` (in memory; the caller saves it)."""
     when = _when(event.occurred_at)
     if event.leg_id and not leg.pbx_leg_id:
         leg.pbx_leg_id = event.leg_id
@@ -207,8 +216,6 @@ def _merge_into_leg(event: wire.CallRinging | wire.CallAnswered | wire.CallTrans
         leg.cause = event.cause
         leg.answered_elsewhere = leg.answered_elsewhere or event.answered_elsewhere
         leg.reconciled = leg.reconciled or event.reconciled
-    leg.save()
-    return leg
 
 
 def _leg_direction(event: wire.CallRinging) -> str:
@@ -221,8 +228,10 @@ def _leg_direction(event: wire.CallRinging) -> str:
 # ---- projecting a leg onto the Call row --------------------------------------------------------------------------
 
 
-def project(context: _Context, leg: CallLeg) -> Call | None:
-    """Create or update the Call row that ``leg`` stands for, by the rules at the top of this module."""
+def project(context: _Context, leg: CallLeg, store: _Store | None = None) -> Call | None:
+    """Create or update the Call row that ``leg`` stands for, by the rules at the top of this module. ``store`` does
+    the reads and writes: at once (the default) or gathered for a whole batch."""
+    store = store or _RowByRow()
     settings = context.settings
     if leg.cleared or not settings.enabled or leg.rang_at is None:
         # Cleared stays cleared; with the call center off nothing is stored; without the ringing we do not know
@@ -237,24 +246,25 @@ def project(context: _Context, leg: CallLeg) -> Call | None:
         if inbound and settings.create_call_when_answered and not leg.transferred_from:
             if leg.answered_at is None:
                 return None
-            call = _create_call(context, leg, answer_group=leg.pbx_call_id)
+            call = _create_call(context, leg, store, answer_group=leg.pbx_call_id)
             if call is None:
                 return None  # another agent answered first
         else:
-            call = _create_call(context, leg, answer_group=None)
+            call = _create_call(context, leg, store, answer_group=None)
             if call is None:
                 return None
         new = True
     else:
         new = False
     _update_call_from_leg(call, leg, inbound=inbound, internal=internal)
-    live.call_changed(call, new=new)
+    store.save_call(call)
+    store.changed(call, new=new)
     return call
 
 
-def _create_call(context: _Context, leg: CallLeg, *, answer_group: str | None) -> Call | None:
+def _create_call(context: _Context, leg: CallLeg, store: _Store, *, answer_group: str | None) -> Call | None:
     assert leg.rang_at is not None, "project() creates rows only for legs that rang"
-    resource = Resource.objects.filter(extension=leg.extension).first()
+    resource = store.resource(leg.extension)
     if resource is None:
         log.warning(
             "call %s on extension %s, which belongs to no resource: stored without resource for administrators",
@@ -263,7 +273,7 @@ def _create_call(context: _Context, leg: CallLeg, *, answer_group: str | None) -
         )
     internal = leg.direction.startswith("internal")
     inbound = leg.direction in ("in", "internal-in")
-    contact = _matching_contact(context, leg.remote_number, dialled=not inbound, internal=internal)
+    contact = store.contact(context, leg.remote_number, dialled=not inbound, internal=internal)
     call = Call(
         resource=resource,
         kind=CallKind.INTERNAL if internal else (CallKind.INCOMING if inbound else CallKind.OUTGOING),
@@ -285,19 +295,14 @@ def _create_call(context: _Context, leg: CallLeg, *, answer_group: str | None) -
     )
     if resource is not None and context.settings.campaign_type_id:
         call.campaign = _working_campaign(resource, context.settings)
-    try:
-        with transaction.atomic():
-            call.save()
-    except IntegrityError:
-        if answer_group is not None and Call.objects.filter(answer_group=answer_group).exists():
-            log.info("call %s: %s answered too, but another agent was first", leg.pbx_call_id, leg.extension)
-            return None
-        raise
+    if not store.add_call(call):
+        log.info("call %s: %s answered too, but another agent was first", leg.pbx_call_id, leg.extension)
+        return None
     leg.call = call
-    leg.save(update_fields=["call", "updated_at"])
+    store.linked(leg)
     activity_type = context.settings.incoming_activity_type if inbound else context.settings.outgoing_activity_type
     if activity_type is not None and not internal:
-        create_call_activity(call, activity_type, settings=context.settings)
+        store.add_activity(call, activity_type, context.settings)
     return call
 
 
@@ -314,7 +319,6 @@ def _update_call_from_leg(call: Call, leg: CallLeg, *, inbound: bool, internal: 
         call.kind = CallKind.MISSED if (call.ended_at is not None and call.answered_at is None) else CallKind.INCOMING
     call.transferred_to = leg.transferred_to
     call.reconciled = leg.reconciled
-    call.save()
 
 
 def _matching_contact(context: _Context, number: str, *, dialled: bool, internal: bool) -> Contact | None:
@@ -350,8 +354,21 @@ def create_call_activity(call: Call, activity_type: ActivityType, *, settings: C
     campaign's items for a sale opportunity when S-3.13 is on. None when the call already has one (the one-to-one
     link makes the database refuse a second, whoever asks at the same time)."""
     settings = settings or CallCenterSettings.load()
+    activity = _call_activity(call, activity_type, created_by=created_by)
+    try:
+        with transaction.atomic():
+            activity.save()
+    except IntegrityError:
+        return None
+    if call.campaign is not None and _gets_campaign_items(settings, call, activity_type):
+        ActivityItem.objects.bulk_create(_campaign_items(activity, list(call.campaign.items.all())))
+    return activity
+
+
+def _call_activity(call: Call, activity_type: ActivityType, *, created_by: User | None = None) -> Activity:
+    """The (unsaved) activity of ``call``; its subject names the call's type as it is now."""
     contact_name = call.contact.display_name if call.contact else (call.caller_name or call.number)
-    activity = Activity(
+    return Activity(
         activity_type=activity_type,
         subject=f"{call.get_kind_display()} {contact_name}".strip()[:200],
         starts_at=call.started_at,
@@ -361,29 +378,218 @@ def create_call_activity(call: Call, activity_type: ActivityType, *, settings: C
         campaign=call.campaign,
         created_by=created_by,
     )
-    try:
-        with transaction.atomic():
-            activity.save()
-    except IntegrityError:
-        return None
-    if (
+
+
+def _gets_campaign_items(settings: CallCenterSettings, call: Call, activity_type: ActivityType) -> bool:
+    return bool(
         settings.insert_campaign_items
         and settings.campaign_type_id
         and call.campaign is not None
         and activity_type.is_sale_opportunity
-    ):
-        ActivityItem.objects.bulk_create(
-            ActivityItem(
-                activity=activity,
-                description=item.description,
-                quantity=item.quantity,
-                unit_price=item.unit_price,
-                campaign_item=item,
-                position=item.position,
-            )
-            for item in call.campaign.items.all()
+    )
+
+
+def _campaign_items(activity: Activity, items: Sequence[CampaignItem]) -> list[ActivityItem]:
+    return [
+        ActivityItem(
+            activity=activity,
+            description=item.description,
+            quantity=item.quantity,
+            unit_price=item.unit_price,
+            campaign_item=item,
+            position=item.position,
         )
-    return activity
+        for item in items
+    ]
+
+
+# ---- where the rules read and write: row by row, or gathered for a batch ---------------------------------------
+
+
+class _Store(Protocol):
+    def resource(self, extension: str) -> Resource | None: ...
+    def contact(self, context: _Context, number: str, *, dialled: bool, internal: bool) -> Contact | None: ...
+    def add_call(self, call: Call) -> bool: ...  # False: another agent of the answer group was first
+    def linked(self, leg: CallLeg) -> None: ...  # leg.call was just set
+    def add_activity(self, call: Call, activity_type: ActivityType, settings: CallCenterSettings) -> None: ...
+    def save_call(self, call: Call) -> None: ...
+    def changed(self, call: Call, *, new: bool) -> None: ...
+
+
+class _RowByRow:
+    """Every read and write at once: one event on its own (receive_event)."""
+
+    def resource(self, extension: str) -> Resource | None:
+        return Resource.objects.filter(extension=extension).first()
+
+    def contact(self, context: _Context, number: str, *, dialled: bool, internal: bool) -> Contact | None:
+        return _matching_contact(context, number, dialled=dialled, internal=internal)
+
+    def add_call(self, call: Call) -> bool:
+        try:
+            with transaction.atomic():
+                call.save()
+        except IntegrityError:
+            if call.answer_group is not None and Call.objects.filter(answer_group=call.answer_group).exists():
+                return False
+            raise
+        return True
+
+    def linked(self, leg: CallLeg) -> None:
+        leg.save(update_fields=["call", "updated_at"])
+
+    def add_activity(self, call: Call, activity_type: ActivityType, settings: CallCenterSettings) -> None:
+        create_call_activity(call, activity_type, settings=settings)
+
+    def save_call(self, call: Call) -> None:
+        call.save()
+
+    def changed(self, call: Call, *, new: bool) -> None:
+        live.call_changed(call, new=new)
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class _Batch:
+    """A batch's events, applied by the same rules as one at a time (project() and _merge_event() are shared), but
+    each leg, call, resource and caller match is read once and the rows are written together: new rows inserted in
+    bulk, changed rows updated in bulk. The writes happen before each agent or link event and at the end, so every
+    push is registered in the order the one-at-a-time path registers it. Anything unexpected (a concurrent writer
+    taking a leg or an answer group first, a broken rule) raises, the batch's transaction rolls back and
+    receive_events() applies the events one at a time, where such cases are settled row by row."""
+
+    def __init__(self, context: _Context, bridge: Bridge | None, events: Sequence[wire.Event]) -> None:
+        self.context = context
+        self.bridge = bridge
+        call_ids = sorted({event.call_id for event in events if isinstance(event, wire.CALL_EVENTS)})
+        self.legs: dict[tuple[str, str], CallLeg] = {}
+        for chunk in _chunks(call_ids):
+            for leg in (CallLeg.objects.select_for_update(of=("self",)).select_related("call")
+                        .filter(pbx_call_id__in=chunk)):
+                self.legs[(leg.pbx_call_id, leg.extension)] = leg
+        self.taken_answer_groups: set[str] = set()
+        if context.settings.create_call_when_answered:
+            for chunk in _chunks(call_ids):
+                self.taken_answer_groups.update(
+                    group for group in Call.objects.filter(answer_group__in=chunk).values_list("answer_group",
+                                                                                              flat=True)
+                    if group is not None
+                )
+        self._resources: dict[str, Resource | None] = {}
+        self._contacts: dict[tuple[str, bool, bool], Contact | None] = {}
+        self._campaign_items: dict[int, list[CampaignItem]] = {}
+        self._legs_to_save: dict[int, CallLeg] = {}
+        self._calls_to_save: dict[int, Call] = {}
+        self._activities: list[tuple[Activity, bool]] = []
+        self._pushes: list[tuple[Call, bool]] = []
+
+    def apply(self, events: Sequence[wire.Event]) -> None:
+        for event in events:
+            if isinstance(event, wire.AgentState):
+                self.write()
+                _apply_agent_state(event)
+            elif isinstance(event, wire.LinkState):
+                self.write()
+                _apply_link_state(self.bridge, event)
+            else:
+                leg = self.legs.get((event.call_id, event.extension))
+                if leg is None:
+                    leg = CallLeg(pbx_call_id=event.call_id, extension=event.extension)
+                    self.legs[(event.call_id, event.extension)] = leg
+                _merge_event(leg, event)
+                self._legs_to_save[id(leg)] = leg
+                project(self.context, leg, self)
+        self.write()
+
+    # _Store
+    def resource(self, extension: str) -> Resource | None:
+        if extension not in self._resources:
+            self._resources[extension] = Resource.objects.filter(extension=extension).first()
+        return self._resources[extension]
+
+    def contact(self, context: _Context, number: str, *, dialled: bool, internal: bool) -> Contact | None:
+        key = (number, dialled, internal)
+        if key not in self._contacts:
+            self._contacts[key] = _matching_contact(context, number, dialled=dialled, internal=internal)
+        return self._contacts[key]
+
+    def add_call(self, call: Call) -> bool:
+        if call.answer_group is not None:
+            if call.answer_group in self.taken_answer_groups:
+                return False
+            self.taken_answer_groups.add(call.answer_group)
+        self._calls_to_save[id(call)] = call
+        return True
+
+    def linked(self, leg: CallLeg) -> None:
+        self._legs_to_save[id(leg)] = leg
+
+    def add_activity(self, call: Call, activity_type: ActivityType, settings: CallCenterSettings) -> None:
+        self._activities.append((_call_activity(call, activity_type), _gets_campaign_items(settings, call,
+                                                                                            activity_type)))
+
+    def save_call(self, call: Call) -> None:
+        self._calls_to_save[id(call)] = call
+
+    def changed(self, call: Call, *, new: bool) -> None:
+        self._pushes.append((call, new))
+
+    # writing
+    def write(self) -> None:
+        calls = list(self._calls_to_save.values())
+        saved_calls = [call for call in calls if call.pk is not None]
+        Call.objects.bulk_create([call for call in calls if call.pk is None])
+        _update_rows(Call, saved_calls)
+        legs = list(self._legs_to_save.values())
+        for leg in legs:
+            if leg.call_id is None and leg.call is not None:
+                leg.call_id = leg.call.pk  # a call inserted just above
+        saved_legs = [leg for leg in legs if leg.pk is not None]
+        CallLeg.objects.bulk_create([leg for leg in legs if leg.pk is None])
+        _update_rows(CallLeg, saved_legs)
+        Activity.objects.bulk_create([activity for activity, _items in self._activities])
+        items: list[ActivityItem] = []
+        for activity, with_items in self._activities:
+            if with_items and activity.campaign is not None:
+                items += _campaign_items(activity, self._items_of(activity.campaign))
+        ActivityItem.objects.bulk_create(items)
+        for call, new in self._pushes:
+            live.call_changed(call, new=new)
+        self._calls_to_save.clear()
+        self._legs_to_save.clear()
+        self._activities.clear()
+        self._pushes.clear()
+
+    def _items_of(self, campaign: Campaign) -> list[CampaignItem]:
+        if campaign.pk not in self._campaign_items:
+            self._campaign_items[campaign.pk] = list(campaign.items.all())
+        return self._campaign_items[campaign.pk]
+
+
+_Row = TypeVar("_Row", Call, CallLeg)
+
+
+def _update_rows(model: type[_Row], rows: Sequence[_Row]) -> None:
+    """What save() does to each of ``rows`` (every field written, auto_now fields set), as one statement run for
+    all rows. QuerySet.bulk_update() would build a CASE expression per field and row, slower than saving one by one."""
+    if not rows:
+        return
+    meta = model._meta
+    connection = connections[router.db_for_write(model)]
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(str(field.column))} = %s" for field in fields)
+    where = f"{quote(str(meta.pk.column))} = %s"
+    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {where}"  # noqa: S608 - names from the model
+    params = [
+        [field.get_db_prep_save(field.pre_save(row, False), connection) for field in fields] + [row.pk]
+        for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 # ---- agent and bridge state --------------------------------------------------------------------------------------
@@ -429,3 +635,4 @@ def _apply_link_state(bridge: Bridge | None, event: wire.LinkState) -> None:
             settings.phone_system,
         )
     live.bridge_changed(bridge, extensions=event.extensions)
+
