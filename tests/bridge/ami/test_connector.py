@@ -66,7 +66,7 @@ async def running(connector: AmiConnector, sink: Sink, *, wait: bool = True) -> 
     task = asyncio.create_task(connector.run(sink.emit))
     try:
         if wait:
-            await until(lambda: connector.connected and connector.reconciles >= 1, what="the connector to log in")
+            await until(lambda: connector.connected and connector.resyncs >= 1, what="the connector to log in")
         yield task
     finally:
         await connector.stop()

@@ -226,7 +226,8 @@ class AmiConnector:
         self.messages_in = 0
         self.events_out = 0
         self.connects = 0
-        self.reconciles = 0
+        self.reconciles = 0  # live-channel lists applied
+        self.resyncs = 0  # whole resyncs done (channels and DND)
         self.last_error = ""
 
     # ---- the Connector protocol ---------------------------------------------------------------------------------
@@ -350,17 +351,15 @@ class AmiConnector:
             try:
                 await self._resync(link)
             except _Failure as exc:  # the keep-alive decides whether the link is still usable
-                log.warning("resync with the PBX at %s failed: %s", self.where, exc.message)
+                if not link.lost.done():
+                    log.warning("resync with the PBX at %s failed: %s", self.where, exc.message)
             await self._keep_alive(link)
             link.lose("stopped")
             return link.lost.result()
         finally:
             link.lose("stopped")
             reader_task.cancel()
-            try:
-                await reader_task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.gather(reader_task, return_exceptions=True)  # a cancellation of run() itself goes on
             if self._link is link:
                 self._link = None
             if self._connected:
@@ -368,9 +367,17 @@ class AmiConnector:
 
     async def _login(self, link: _Link) -> None:
         settings = self.settings
-        reply = await self._request(
-            "Login", (("Username", settings.username), ("Secret", settings.secret.reveal())), link=link, refuse=False
-        )
+        try:
+            reply = await self._request(
+                "Login", (("Username", settings.username), ("Secret", settings.secret.reveal())), link=link,
+                refuse=False,
+            )
+        except _Failure as exc:
+            if exc.error_id != PBX_UNAVAILABLE:
+                raise
+            raise _Failure(PBX_UNAVAILABLE, f"{exc.message} before answering the login of user "
+                                            f"{settings.username!r}; check permit/deny of that user in manager.conf"
+                           ) from None
         response = reply[0]
         if response.name.lower() != "success":
             said = (response.get("Message") or response.name or "no reason given").strip()[:200]
@@ -542,6 +549,7 @@ class AmiConnector:
                             "reporting in manager.conf", action, exc.message)
         if self.settings.busy_mode in ("dnd", "both") and self.extensions:
             await asyncio.gather(*(self._query_dnd(link, ext) for ext in self.extensions))
+        self.resyncs += 1
 
     def _reconciler(self, item: str, known_before: frozenset[str]) -> OnComplete:
         def reconcile(messages: list[Message]) -> None:  # runs in the reader, where the list ends in the stream
