@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -42,6 +43,7 @@ from callcenter.resources.models import CallCenterSettings, PhoneSystem
 CHUNK = 64 * 1024
 BATCH = 500  # the bridge's default delivery batch (bridge.delivery)
 _EXTENSION = re.compile(r"[0-9]{1,8}")
+_USERNAME = UnicodeUsernameValidator()
 
 
 class ReplayError(Exception):
@@ -56,6 +58,7 @@ class ContactRow:
     line: int
     name: str
     numbers: tuple[str, ...]
+    source: str = "contacts file"
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,12 @@ def parse_agent(text: str) -> tuple[str, str]:
         raise ValueError(f"{text!r} is not EXTENSION=USERNAME; write it like 100=alice")
     if not _EXTENSION.fullmatch(extension):
         raise ValueError(f"{text!r}: the extension {extension!r} is not 1 to 8 digits")
+    try:
+        _USERNAME(username)
+    except ValidationError:
+        raise ValueError(f"{text!r}: the username {username!r} may hold letters, digits and @ . + - _ only") from None
+    if len(username) > 150:
+        raise ValueError(f"{text!r}: a username has at most 150 characters")
     return extension, username
 
 
@@ -124,7 +133,7 @@ def read_contacts(path: Path) -> list[ContactRow]:
                                   "+302101234567")
             if len(phones) > len(PHONE_SLOTS):
                 raise ReplayError(f"{where}: {len(phones)} numbers; a contact has at most {len(PHONE_SLOTS)}")
-            rows.append(ContactRow(line, name, phones))
+            rows.append(ContactRow(line, name, phones, source=f"contacts file {str(path)!r}"))
     except csv.Error as exc:
         raise ReplayError(f"contacts file {str(path)!r} is not valid CSV: {exc}") from None
     return rows
@@ -200,7 +209,7 @@ def translate_capture(source: BinaryIO, config: TranslatorConfig, *, name: str =
             while isinstance(message := counter.next_event(), Message):
                 if message.kind == "malformed":
                     result.malformed += 1
-                    result.first_malformed = result.first_malformed or message.error
+                    result.first_malformed = result.first_malformed or _printable(message.error)
                 else:
                     result.messages += 1
             if not chunk:
@@ -214,6 +223,11 @@ def translate_capture(source: BinaryIO, config: TranslatorConfig, *, name: str =
             "`callcenter bridge capture`, nc or a tcpdump payload."
         )
     return result
+
+
+def _printable(text: str, limit: int = 120) -> str:
+    shown = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
 
 
 # ---- 2. the CRM to replay into -----------------------------------------------------------------------------------
@@ -243,7 +257,7 @@ def prepare(setup: ReplaySetup) -> None:
         try:
             create_contact(first_name=first, last_name=last, phones=row.numbers, rules=rules)
         except ValidationError as exc:
-            raise ReplayError(f"contacts file, line {row.line} ({row.name}): {'; '.join(exc.messages)}") from None
+            raise ReplayError(f"{row.source}, line {row.line} ({row.name}): {'; '.join(exc.messages)}") from None
 
 
 # ---- 3. the call rules -------------------------------------------------------------------------------------------
