@@ -90,6 +90,11 @@ async def test_it_connects_reports_its_state_and_takes_commands(
         await crm.wait_for(lambda: any(link.pbx_connected for link in crm.links()))
         first = crm.links()[0]
         assert (first.pbx_connected, first.detail, first.extensions) == (False, "the bridge started", ("100", "101"))
+        settings = bridge.settings
+        for link in crm.links():  # the connector's too: the daemon fills in what the CRM checks (S-4.5)
+            assert (link.service_address, link.service_port, link.callback_address, link.callback_port) == (
+                "127.0.0.1", settings.port, "127.0.0.1", settings.callback_port)
+            assert link.heartbeat_seconds == 30.0 and link.extensions == ("100", "101") and link.bridge_version
         assert bridge.pbx_connected
 
         assert bridge.listener is not None
@@ -277,3 +282,15 @@ async def test_no_secret_appears_in_any_log_file_or_output_of_a_full_run(
             assert secret.encode() not in content, f"{secret} in {where}"
     for where, content in outputs.items():  # the admin token is printed once, on stdout, and nowhere else
         assert (ADMIN_TOKEN.encode() in content) == (where == "stdout"), where
+
+
+async def test_a_heartbeat_repeats_the_link_state(
+    settings_with: Callable[..., BridgeSettings], fake_crm: tuple[FakeCrm, int]
+) -> None:
+    crm, _port = fake_crm
+    settings = replace(settings_with(address="0.0.0.0"), heartbeat_seconds=0.1)
+    async with running_bridge(settings, Stubs()):
+        await crm.wait_for(lambda: len([x for x in crm.links() if x.pbx_connected]) >= 3)
+    beats = [link for link in crm.links() if link.pbx_connected]
+    assert len({link.event_id for link in beats}) == len(beats)  # each a new event
+    assert all(link.service_address == "" and link.heartbeat_seconds == 0.1 for link in beats)  # wildcard: unsaid

@@ -54,7 +54,8 @@ def test_every_field_is_read(write_config: Callable[..., Path], tmp_path: Path) 
     path = write_config(
         bridge={"address": "0.0.0.0", "port": 6000, "callback_address": "crm.example", "callback_port": 443,
                 "callback_scheme": "https", "bridge_id": "desk-7", "extended_log": True, "external_log": False,
-                "run_at_startup": True, "data_dir": "state", "extensions": [100, "101", "100"], "internal_digits": 3},
+                "run_at_startup": True, "data_dir": "state", "extensions": [100, "101", "100"], "internal_digits": 3,
+                "heartbeat_seconds": 10},
         asterisk={"host": "pbx.example", "port": 15038, "username": "proxy", "channel": "PJSIP", "context": "agents",
                   "extension": "100", "status_timeout": 2.5, "process_newchannel": False, "process_newstate": False,
                   "profile": "lab", "busy_mode": "both", "originate_context": "ctx", "originate_channel": "SIP/{ext}"},
@@ -71,7 +72,7 @@ def test_every_field_is_read(write_config: Callable[..., Path], tmp_path: Path) 
     assert (settings.extended_log, settings.external_log, settings.run_at_startup) == (True, False, True)
     assert settings.data_dir == tmp_path / "state"  # relative to the settings file
     assert settings.extensions == ("100", "101")
-    assert settings.internal_digits == 3
+    assert settings.internal_digits == 3 and settings.heartbeat_seconds == 10.0
     assert settings.followed_extensions == ("100",)  # [asterisk] extension: a desk bridge
     ast = settings.asterisk
     assert (ast.host, ast.port, ast.username, ast.channel, ast.context, ast.extension) == (
@@ -291,6 +292,7 @@ def test_bad_asterisk_settings_are_named(
     ({"internal_digits": 9}, "[bridge] internal_digits 9 is out of range; use 0 (only agents' phones are internal) or "
                              "1-8, as in the CRM's call-center settings"),
     ({"internal_digits": "3"}, "[bridge] internal_digits must be a whole number (without quotes), not '3'"),
+    ({"heartbeat_seconds": 0}, "[bridge] heartbeat_seconds 0 is out of range; use 1 to 3600 seconds (30 is usual)"),
 ])
 def test_bad_common_settings_are_named(
     write_config: Callable[..., Path], values: dict[str, object], message: str

@@ -687,6 +687,7 @@ _FORM: Final[Mapping[str, tuple[_Field, ...]]] = {
         _Field("secret", "Bridge secret (shared with the CRM)", "password"),
         _Field("extensions", "Extensions followed (comma-separated; empty = all)", "list"),
         _Field("internal_digits", "Internal phone digits (0 = only agents' phones are internal)", "number"),
+        _Field("heartbeat_seconds", "Heartbeat to the CRM (seconds)", "number"),
         _Field("extended_log", "Extended log of the events followed (S-5.9)", "checkbox"),
         _Field("external_log", "Keep an error log file (S-5.10)", "checkbox"),
         _Field("run_at_startup", "Run at startup (S-5.11)", "checkbox"),

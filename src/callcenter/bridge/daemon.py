@@ -9,8 +9,10 @@ Rules:
   listener and the outbox keep running, so commands are answered (``pbx_unavailable``) and queued events keep
   flowing to the CRM while the PBX link is stopped.
 - Every wire event goes through ``emit``: counted, written to the extended event log when on, put in the outbox
-  (never blocks). The daemon itself emits a ``wire.LinkState`` when the bridge starts, when the PBX link is stopped
-  and when the bridge exits; the connector emits one on every PBX connect/disconnect.
+  (never blocks). The daemon itself emits a ``wire.LinkState`` when the bridge starts, when the PBX link is stopped,
+  when the bridge exits and, repeating the last state, every ``heartbeat_seconds``; the connector emits one on every
+  PBX connect/disconnect. Every LinkState leaves with the bridge's addresses, ports, extensions and heartbeat filled
+  in, so the CRM can tell "Logged in" (S-4.5, docs/bridge-interfaces.md).
 - SIGINT/SIGTERM (or Exit on the settings page or tray) stop everything in order: the connector, the listener, then
   the outbox is flushed to disk and the deliverer gets a moment to hand the last events to the CRM. Whatever it
   cannot deliver stays in the outbox for the next start.
@@ -29,6 +31,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any, Final, TextIO
+
+import msgspec
 
 from callcenter import wire
 from callcenter.bridge import autostart
@@ -118,6 +122,8 @@ class Bridge:
         self.ready = asyncio.Event()
         self._stopped = False
         self._events_in = 0
+        self._last_link: wire.LinkState | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._signals: list[signal.Signals] = []
 
     # ---- what the listener and the tray see -------------------------------------------------------------------------
@@ -188,6 +194,7 @@ class Bridge:
         self._install_signal_handlers()
         self.emit(self._link_state(False, "the bridge started"))
         self._run_connector(connector)
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="heartbeat")
         self._print_banner()
         log.info("bridge %s (%s) started, listening on %s", settings.bridge_id, settings.phone_system.value,
                  settings.service_url)
@@ -247,7 +254,12 @@ class Bridge:
         if self._stopped:
             return
         self._stopped = True
+        self._exit.set()
         self._remove_signal_handlers()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
         await self._stop_connector()
         if self.outbox is not None:
             self.emit(self._link_state(False, "the bridge exited"))
@@ -376,6 +388,9 @@ class Bridge:
 
     def emit(self, event: wire.Event) -> None:
         """The connectors' EmitFn: count, log (extended log), queue in the outbox. Never blocks."""
+        if isinstance(event, wire.LinkState):
+            event = self._complete(event)
+            self._last_link = event
         self._events_in += 1
         self.logs.log_event(event)
         outbox = self.outbox
@@ -389,15 +404,41 @@ class Bridge:
 
     def _link_state(self, connected: bool, detail: str) -> wire.LinkState:
         settings = self._settings
-        return wire.LinkState(
+        return self._complete(wire.LinkState(
             event_id=f"bridge:{settings.bridge_id}:link:{uuid.uuid4().hex}",
             occurred_at=time.time(),
             phone_system=settings.phone_system,
             pbx_connected=connected,
-            extensions=settings.followed_extensions,
-            bridge_version=self.version[:40],
             detail=detail[:500],
+        ))
+
+    def _complete(self, link: wire.LinkState) -> wire.LinkState:
+        """A LinkState with what the CRM checks against the resource's options (S-4.5): the addresses and ports
+        (a wildcard listening address is left out: the CRM knows the machine by a real one), the extensions
+        followed and the heartbeat interval."""
+        settings = self._settings
+        address = "" if settings.address in ("0.0.0.0", "::", "") else settings.address
+        return msgspec.structs.replace(
+            link,
+            extensions=link.extensions or settings.followed_extensions,
+            bridge_version=link.bridge_version or self.version[:40],
+            service_address=address,
+            service_port=settings.port,
+            callback_address=settings.callback_address,
+            callback_port=settings.callback_port,
+            heartbeat_seconds=settings.heartbeat_seconds,
         )
+
+    async def _heartbeat(self) -> None:
+        """Repeat the last LinkState (new id, same state) every heartbeat_seconds, so the CRM knows we are here."""
+        while not self._exit.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), self._settings.heartbeat_seconds)
+                return
+            last = self._last_link
+            connected = self.pbx_connected
+            detail = last.detail if last is not None and last.pbx_connected == connected else ""
+            self.emit(self._link_state(connected, detail))
 
     def _new_deliverer(self) -> Deliverer:
         assert self.outbox is not None

@@ -41,6 +41,8 @@ BUSY_MODES: Final = ("dnd", "queue", "both")
 CHANNEL_PROFILES: Final = ("production", "lab")  # callcenter.bridge.connectors.ami.translate.PROFILES
 CALLBACK_SCHEMES: Final = ("http", "https")
 MAX_STATUS_TIMEOUT: Final = 300.0
+MIN_HEARTBEAT: Final = 1.0
+MAX_HEARTBEAT: Final = 3600.0
 _EXTENSION = re.compile(r"[0-9]{1,40}")
 
 
@@ -169,6 +171,7 @@ class BridgeSettings:
     data_dir: Path = field(default_factory=default_data_dir)
     extensions: tuple[str, ...] = ()
     internal_digits: int = 0  # S-3.9: a number of exactly this many digits is internal; 0 = only agents' phones
+    heartbeat_seconds: float = 30.0  # a LinkState at least this often tells the CRM the bridge is alive (S-4.5)
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     tsapi: TsapiSettings = field(default_factory=TsapiSettings)
     tapi: TapiSettings = field(default_factory=TapiSettings)
@@ -306,6 +309,13 @@ def parse_settings(
     data_dir = reader.path(data_dir_text) if data_dir_text.strip() else default_data_dir(env)
 
     extensions = reader.extensions(bridge, "bridge", "extensions")
+    heartbeat = reader.number(bridge, "bridge", "heartbeat_seconds", 30.0)
+    if not MIN_HEARTBEAT <= heartbeat <= MAX_HEARTBEAT:
+        problems.append(
+            f"[bridge] heartbeat_seconds {heartbeat:g} is out of range; use {MIN_HEARTBEAT:g} to {MAX_HEARTBEAT:g} "
+            "seconds (30 is usual)"
+        )
+        heartbeat = 30.0
     internal_digits = reader.whole(bridge, "bridge", "internal_digits", 0)
     if not (internal_digits == 0 or numbers.MIN_INTERNAL_DIGITS <= internal_digits <= numbers.MAX_INTERNAL_DIGITS):
         problems.append(
@@ -333,6 +343,7 @@ def parse_settings(
         "data_dir": data_dir,
         "extensions": extensions,
         "internal_digits": internal_digits,
+        "heartbeat_seconds": heartbeat,
         "asterisk": asterisk,
         "tsapi": tsapi,
         "tapi": tapi,
@@ -449,6 +460,7 @@ def _tapi(reader: _Reader, raw: Mapping[str, Any], *, required: bool) -> TapiSet
 _BRIDGE_KEYS: Final = (
     "phone_system", "address", "port", "callback_address", "callback_port", "callback_scheme", "bridge_id", "secret",
     "secret_file", "extended_log", "external_log", "run_at_startup", "data_dir", "extensions", "internal_digits",
+    "heartbeat_seconds",
 )
 _ASTERISK_KEYS: Final = (
     "host", "port", "username", "secret", "secret_file", "channel", "context", "extension", "status_timeout",
