@@ -28,7 +28,7 @@ def add_daemon_commands(commands: argparse._SubParsersAction[Any]) -> None:
     run = commands.add_parser(
         "run", help="run the bridge: connect to the PBX, deliver calls to the CRM, take its commands",
         description="Runs the bridge until Ctrl-C or SIGTERM (or Exit on its settings page). It prints where it "
-        "listens and a one-time link to its local settings page.",
+        "listens and the login link of its local settings page (valid until the bridge stops).",
     )
     run.add_argument("--config", type=Path, help=config_help)
     run.add_argument("--tray", action="store_true",

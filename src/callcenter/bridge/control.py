@@ -68,6 +68,7 @@ COMMAND_MEMORY_SECONDS: Final = 600.0
 SESSION_COOKIE: Final = "callcenter_bridge_session"
 LOGIN_COOKIE: Final = "callcenter_bridge_login"
 SESSION_SECONDS: Final = 8 * 3600
+MAX_SESSIONS: Final = 50
 FAILED_LOGIN_DELAY: Final = 0.5
 JSON_TYPE: Final = b"application/json"
 HTML_TYPE: Final = b"text/html; charset=utf-8"
@@ -425,6 +426,8 @@ class ControlListener:
         return session_id, self._sessions.get(session_id)
 
     def _new_session(self) -> str:
+        while len(self._sessions) >= MAX_SESSIONS:  # the oldest go first
+            del self._sessions[next(iter(self._sessions))]
         session_id = secrets.token_urlsafe(32)
         expires = time.monotonic() + SESSION_SECONDS
         self._sessions[session_id] = _Session(csrf=secrets.token_urlsafe(32), expires=expires)
