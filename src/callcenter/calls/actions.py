@@ -23,6 +23,21 @@ Rules
 - An event for an extension that belongs to no resource still makes a row (resource empty): administrators see it;
   nothing is dropped silently.
 - Cleared calls (S-4.16) keep their leg marked cleared, so a replayed event cannot bring them back.
+
+What users do on the Call Center screen (S-4), at the end of this module:
+- Working campaign (S-4.2): only a campaign of the configured type that is available today; with exactly one such
+  campaign and none (or an expired one) chosen, it is filled in.
+- Update (S-4.8) sets the call's contact, and its activity's contact when that has none; no number is stored.
+- Link to contact (S-4.17) claims the call with a conditional update (only a call with no contact is linked), so two
+  agents linking the same call at once get one link and one clear refusal; the number goes into a free phone slot,
+  into the slot the agent chose to replace, or nowhere when the agent declines (AllSlotsFull asks).
+- Create activity (S-4.18): one per call (the one-to-one link), with the call's campaign, or the working campaign of
+  the call's resource when the call has none.
+- Clear (S-4.15/4.16) removes ended calls only, keeps activities and contacts, and marks each call's leg cleared.
+  Clear all takes the acting resource's own calls, administrators included.
+- Commands (S-4.6, S-4.9-4.13) go to the resource's bridge and return its CommandResult; refusals made here (no
+  number, not logged in, nothing ringing, a transfer to an outside number) come back the same way, with a message.
+  Dialled numbers get the call prefix unless internal (numbers.dial_string); the number as typed is kept for Redial.
 """
 
 from __future__ import annotations
@@ -31,20 +46,22 @@ import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Q
 from django.db.models.functions import Right
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from callcenter import numbers, wire
 from callcenter.activities.models import Activity, ActivityItem, ActivityType
-from callcenter.calls import live
+from callcenter.calls import commands, live, queries
 from callcenter.calls.models import Bridge, Call, CallDirection, CallKind, CallLeg, CallState, ProcessedEvent
+from callcenter.campaigns.actions import available_campaigns
 from callcenter.campaigns.models import Campaign, CampaignItem
-from callcenter.contacts.actions import MatchRules, match_caller
+from callcenter.contacts.actions import MatchRules, create_contact, match_caller, put_number_in_slot
 from callcenter.contacts.models import Contact
 from callcenter.resources.models import CallCenterSettings, Resource
 
@@ -636,3 +653,326 @@ def _apply_link_state(bridge: Bridge | None, event: wire.LinkState) -> None:
         )
     live.bridge_changed(bridge, extensions=event.extensions)
 
+
+# ---- the Call Center screen: what users do (S-4) ---------------------------------------------------------------
+
+
+class Refused(Exception):
+    """A user action that cannot be done as asked; ``message`` (translated) says why and what to do instead."""
+
+    def __init__(self, message: str, *, error_id: str = "refused") -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_id = error_id
+
+
+@transaction.atomic
+def set_working_campaign(resource: Resource, campaign: Campaign | None, *, today: dt.date | None = None) -> Resource:
+    """S-4.2: the resource's working campaign (None: none). Refused unless it is of the call-center campaign type
+    and available today."""
+    if campaign is not None:
+        settings = CallCenterSettings.load()
+        if settings.campaign_type_id is None:
+            raise Refused(_("No call-center campaign type is set (CRM settings → Call center), so there is no "
+                            "campaign to choose."), error_id="no_campaign_type")
+        if campaign.campaign_type_id != settings.campaign_type_id:
+            raise Refused(_("“%(campaign)s” is not a campaign of the call-center type; choose one from the list.")
+                          % {"campaign": campaign.name}, error_id="wrong_campaign_type")
+        if not campaign.is_available(today or timezone.localdate()):
+            raise Refused(_("“%(campaign)s” is not available today (inactive or outside its dates); choose "
+                            "another campaign.") % {"campaign": campaign.name}, error_id="campaign_unavailable")
+    Resource.objects.filter(pk=resource.pk).update(working_campaign=campaign)
+    resource.working_campaign = campaign
+    log.info("working campaign of %s: %s", resource, campaign or "none")
+    return resource
+
+
+@transaction.atomic
+def fill_in_working_campaign(resource: Resource, *, today: dt.date | None = None) -> Campaign | None:
+    """S-4.2: the resource's working campaign if it is still usable; else, when exactly one campaign of the type is
+    available today, that one, stored for the resource. None: the agent has to choose."""
+    settings = CallCenterSettings.load()
+    if settings.campaign_type_id is None:
+        return None
+    today = today or timezone.localdate()
+    current = resource.working_campaign
+    if current is not None and current.campaign_type_id == settings.campaign_type_id and current.is_available(today):
+        return current
+    assert settings.campaign_type is not None
+    candidates = list(available_campaigns(settings.campaign_type, today)[:2])
+    if len(candidates) != 1:
+        return None
+    only = candidates[0]
+    # Conditional: if the agent chose meanwhile (another tab), their choice stays.
+    if Resource.objects.filter(pk=resource.pk, working_campaign=current).update(working_campaign=only) == 1:
+        resource.working_campaign = only
+        return only
+    resource.refresh_from_db(fields=["working_campaign"])
+    return resource.working_campaign
+
+
+def _lock_contact(contact: Contact) -> Contact:
+    locked = Contact.objects.select_for_update().filter(pk=contact.pk).first()
+    if locked is None:
+        raise Refused(_("That contact no longer exists (it was deleted meanwhile); search again."),
+                      error_id="no_such_contact")
+    return locked
+
+
+def _gone() -> Refused:
+    return Refused(_("This call no longer exists (it was cleared); refresh the list."), error_id="no_such_call")
+
+
+@transaction.atomic
+def set_call_contact(call: Call, contact: Contact) -> Call:
+    """S-4.8 Update: ``contact`` becomes the call's contact, and its activity's when that has none. No number is
+    stored in the contact."""
+    contact = _lock_contact(contact)
+    locked = Call.objects.select_for_update().filter(pk=call.pk).first()
+    if locked is None:
+        raise _gone()
+    locked.contact = contact
+    locked.save(update_fields=["contact", "updated_at"])
+    Activity.objects.filter(call=locked, contact__isnull=True).update(contact=contact)
+    live.call_changed(locked, new=False)
+    return locked
+
+
+@dataclass(frozen=True)
+class Linked:
+    call: Call
+    contact: Contact
+    slot: int | None  # the phone slot the number went into; None when it was there already or not stored
+
+
+def number_to_store(call: Call, settings: CallCenterSettings | None = None) -> str:
+    """The call's number as a contact keeps it: as received for an inbound call; a dialled number without the
+    call prefix (S-3.8). '' for a call without digits (an anonymous caller)."""
+    if not numbers.digits_only(call.number):
+        return ""
+    if call.direction == CallDirection.INBOUND:
+        return call.number.strip()
+    settings = settings or CallCenterSettings.load()
+    return numbers.strip_prefix(call.number, settings.call_prefix, settings.internal_digits)
+
+
+@transaction.atomic
+def link_call_to_contact(call: Call, contact: Contact, *, replace_slot: int | None = None,
+                         store_number: bool = True) -> Linked:
+    """S-4.17: link a call that has no contact to ``contact`` and save the call's number in one of its phone slots
+    (unless already there). Raises AllSlotsFull (nothing changed) when all slots are full and no ``replace_slot`` was
+    named; with ``store_number=False`` the call is linked and no number stored. Refused when the call got a contact
+    meanwhile (two agents linking at once: the first wins), or is gone."""
+    contact = _lock_contact(contact)
+    claimed = Call.objects.filter(pk=call.pk, contact__isnull=True).update(contact=contact, updated_at=timezone.now())
+    if claimed != 1:
+        current = Call.objects.select_related("contact").filter(pk=call.pk).first()
+        if current is None:
+            raise _gone()
+        assert current.contact is not None
+        raise Refused(_("This call is already linked to %(contact)s.") % {"contact": current.contact.display_name},
+                      error_id="already_linked")
+    linked = Call.objects.get(pk=call.pk)
+    slot = None
+    number = number_to_store(linked)
+    if store_number and number:
+        slot = put_number_in_slot(contact, number, replace_slot=replace_slot)  # AllSlotsFull rolls all of this back
+    Activity.objects.filter(call=linked, contact__isnull=True).update(contact=contact)
+    live.call_changed(linked, new=False)
+    log.info("call %s linked to contact %s (number %s)", linked.pk, contact.pk,
+             f"in slot {slot}" if slot else "not stored")
+    return Linked(call=linked, contact=contact, slot=slot)
+
+
+@transaction.atomic
+def link_call_to_new_contact(call: Call, *, first_name: str = "", last_name: str = "", company: str = "",
+                             email: str = "") -> Linked:
+    """S-4.17 with a new contact: created with the call's number in its first slot, in one transaction with the link
+    (if the call got a contact meanwhile, no contact is created)."""
+    contact = create_contact(first_name=first_name, last_name=last_name, company=company, email=email)
+    return link_call_to_contact(call, contact)
+
+
+@transaction.atomic
+def create_activity_for_call(call: Call, activity_type: ActivityType, *, user: User | None = None) -> Activity:
+    """S-4.18: the call's activity of ``activity_type``, with the call's campaign, or the working campaign of the
+    call's resource when the call has none (S-4.2). Refused when the call has one already."""
+    if not activity_type.active:
+        raise Refused(_("The activity type “%(type)s” is not active; choose another.") % {"type": activity_type.name},
+                      error_id="inactive_type")
+    locked = Call.objects.select_for_update().filter(pk=call.pk).first()
+    if locked is None:
+        raise _gone()
+    if Activity.objects.filter(call=locked).exists():
+        raise Refused(_("This call has an activity already."), error_id="has_activity")
+    settings = CallCenterSettings.load()
+    if locked.campaign_id is None and locked.resource is not None and settings.campaign_type_id:
+        campaign = _working_campaign(locked.resource, settings)
+        if campaign is not None:
+            locked.campaign = campaign
+            locked.save(update_fields=["campaign", "updated_at"])
+    activity = create_call_activity(locked, activity_type, settings=settings, created_by=user)
+    if activity is None:
+        raise Refused(_("This call has an activity already."), error_id="has_activity")
+    live.call_changed(locked, new=False)
+    return activity
+
+
+@dataclass(frozen=True)
+class Cleared:
+    cleared: int
+    in_progress: int  # asked for but not cleared: still ringing or up
+
+
+CLEAR_CHUNK = 500
+
+
+def clear_calls(user: Any, call_ids: Sequence[int]) -> Cleared:
+    """S-4.15 Clear selected: the calls among ``call_ids`` that ``user`` sees (an administrator: anyone's)."""
+    return _clear(queries.visible_calls(user).filter(pk__in=list(call_ids)[:10_000]))
+
+
+def clear_all(resource: Resource | None) -> Cleared:
+    """S-4.16 Clear all: every call recorded for ``resource`` itself, whatever the filters (an administrator too
+    clears only its own calls this way)."""
+    if resource is None:
+        return Cleared(0, 0)
+    return _clear(Call.objects.filter(resource=resource))
+
+
+def _clear(calls: Any) -> Cleared:
+    """Remove ended calls among ``calls``; keep activities (their call link empties) and contacts; mark each call's
+    leg cleared so its events, replayed, make no row again. Locks legs before calls, as the event rules do."""
+    ids = list(calls.order_by().values_list("pk", flat=True))
+    cleared = in_progress = 0
+    for start in range(0, len(ids), CLEAR_CHUNK):
+        chunk = ids[start:start + CLEAR_CHUNK]
+        with transaction.atomic():
+            list(CallLeg.objects.select_for_update().filter(call_id__in=chunk).values_list("pk", flat=True))
+            rows = list(Call.objects.select_for_update().filter(pk__in=chunk)
+                        .values_list("pk", "state", "resource_id", "pbx_call_id", "extension"))
+            ended = [row for row in rows if row[1] == CallState.ENDED]
+            in_progress += len(rows) - len(ended)
+            ended_ids = [row[0] for row in ended]
+            with_leg = set(CallLeg.objects.filter(call_id__in=ended_ids).values_list("call_id", flat=True))
+            CallLeg.objects.filter(call_id__in=ended_ids).update(cleared=True)
+            for pk, _state, _resource_id, pbx_call_id, extension in ended:
+                if pk not in with_leg:  # a row without its leg: remember the call's identity all the same
+                    CallLeg.objects.update_or_create(pbx_call_id=pbx_call_id, extension=extension,
+                                                     defaults={"cleared": True})
+            Call.objects.filter(pk__in=ended_ids).delete()
+            live.calls_cleared((pk, resource_id) for pk, _state, resource_id, _id, _ext in ended)
+            cleared += len(ended)
+    if cleared:
+        log.info("%d calls cleared (%d in progress left alone)", cleared, in_progress)
+    return Cleared(cleared, in_progress)
+
+
+# ---- call control: commands to the resource's bridge (S-4.6, S-4.9-4.13) ----------------------------------------
+
+
+def _refused(error_id: str, message: str) -> wire.CommandResult:
+    return wire.CommandResult(command_id="", ok=False, error_id=error_id, message=message)
+
+
+def _no_extension(resource: Resource) -> wire.CommandResult | None:
+    if not resource.extension:
+        return _refused("no_extension", _("This resource has no extension; ask an administrator to set one."))
+    return None
+
+
+def dial(resource: Resource, number: str) -> wire.CommandResult:
+    """S-4.10 Call: dial ``number`` from the resource's extension, with the call prefix unless it is internal."""
+    number = (number or "").strip()
+    if not number:
+        return _refused("no_number", _("Type a number to call."))
+    if (refused := _no_extension(resource)) is not None:
+        return refused
+    settings = CallCenterSettings.load()
+    try:
+        target = numbers.dial_string(number, prefix=settings.call_prefix, internal_digits=settings.internal_digits)
+    except ValueError:
+        return _refused("invalid_number", _("“%(number)s” is not a phone number; type digits, such as 2101234567.")
+                        % {"number": number[:40]})
+    if len(target) > numbers.MAX_RAW_LENGTH:
+        return _refused("invalid_number", _("A phone number has at most %(max)d digits.")
+                        % {"max": numbers.MAX_RAW_LENGTH})
+    status = commands.link_status(resource)
+    if not status.logged_in:
+        return _refused("not_logged_in", _("Not logged in: %(reason)s") % {"reason": status.reason})
+    with transaction.atomic():
+        Resource.objects.filter(pk=resource.pk).update(last_dialled=number[: numbers.MAX_RAW_LENGTH])
+    resource.last_dialled = number[: numbers.MAX_RAW_LENGTH]
+    log.info("%s dials %s", resource, target)
+    return commands.send_command(
+        resource, wire.Dial(command_id=commands.new_command_id(), extension=str(resource.extension), number=target)
+    )
+
+
+def redial(resource: Resource, call: Call | None = None) -> wire.CommandResult:
+    """S-4.10 Redial: the selected call's number again, or else the last number dialled."""
+    number = call.number if call is not None and call.number else resource.last_dialled
+    if not number:
+        return _refused("no_number", _("There is no number to redial yet: select a call or dial a number."))
+    return dial(resource, number)
+
+
+def _own_leg(resource: Resource, call: Call | None) -> CallLeg | None:
+    if call is None or call.resource_id != resource.pk:
+        return None
+    return CallLeg.objects.filter(call=call, ended_at__isnull=True).first()
+
+
+def answer(resource: Resource, call: Call | None = None) -> wire.CommandResult:
+    """S-4.11: answer the ringing call (the selected one if it is this resource's and rings)."""
+    if (refused := _no_extension(resource)) is not None:
+        return refused
+    leg = _own_leg(resource, call)
+    if leg is None or leg.answered_at is not None:
+        leg = queries.phone_state(resource).ringing
+    if leg is None:
+        return _refused("no_ringing_call", _("No call is ringing."))
+    return commands.send_command(resource, wire.Answer(command_id=commands.new_command_id(),
+                                                       extension=str(resource.extension), call_id=leg.pbx_call_id))
+
+
+def hangup(resource: Resource, call: Call | None = None) -> wire.CommandResult:
+    """S-4.12 End call: hang up the current call (the selected one if it is this resource's and in progress)."""
+    if (refused := _no_extension(resource)) is not None:
+        return refused
+    leg = _own_leg(resource, call) or queries.phone_state(resource).current
+    if leg is None:
+        return _refused("no_current_call", _("There is no call in progress."))
+    return commands.send_command(resource, wire.Hangup(command_id=commands.new_command_id(),
+                                                       extension=str(resource.extension), call_id=leg.pbx_call_id))
+
+
+def transfer(resource: Resource, target: str, call: Call | None = None) -> wire.CommandResult:
+    """S-4.13: blind-transfer the current call to ``target``, an internal number only."""
+    if (refused := _no_extension(resource)) is not None:
+        return refused
+    target = (target or "").strip()
+    settings = CallCenterSettings.load()
+    if not target:
+        return _refused("no_number", _("Type the internal number to transfer to in Number."))
+    if not numbers.is_internal(target, settings.internal_digits):
+        return _refused("not_internal", _("A call is transferred to an internal number of %(digits)d digits only; "
+                                          "“%(number)s” is not one.")
+                        % {"digits": settings.internal_digits, "number": target[:40]})
+    leg = _own_leg(resource, call)
+    if leg is None or leg.answered_at is None:
+        leg = queries.phone_state(resource).current
+    if leg is None or leg.answered_at is None:
+        return _refused("no_current_call", _("There is no answered call to transfer."))
+    return commands.send_command(resource, wire.Transfer(
+        command_id=commands.new_command_id(), extension=str(resource.extension),
+        target=numbers.digits_only(target), call_id=leg.pbx_call_id,
+    ))
+
+
+def set_busy(resource: Resource, busy: bool) -> wire.CommandResult:
+    """S-4.6: declare the agent busy (or available) on the PBX; the screen shows what the PBX then reports."""
+    if (refused := _no_extension(resource)) is not None:
+        return refused
+    return commands.send_command(resource, wire.SetBusy(command_id=commands.new_command_id(),
+                                                        extension=str(resource.extension), busy=busy))

@@ -2,20 +2,30 @@
 
 Groups: ``resource-<id>`` (the resource's own screens) and ``administrators`` (every administrator's screen). A call
 with no resource (an extension nobody owns) goes to administrators only.
+
+Messages (each carries a ``push_id``, so a screen in two groups - an administrator's own call - takes it once):
+- ``call.changed``: a call row was created or changed. What the notification window needs (S-4.19) is read from the
+  committed row when the transaction commits: number as displayed, contact, kind, state, whether it is new and
+  incoming, its activity (for auto-open, S-3.10). The browser renders these as text, never as markup.
+- ``calls.cleared``: rows removed by Clear selected / Clear all (S-4.15/4.16).
+- ``agent.changed``: the PBX reported Busy (DND) for a resource (S-4.6).
+- ``bridge.changed``: a bridge reported its link (S-4.5).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from callcenter.calls.models import Bridge, Call
-from callcenter.resources.models import Resource
+from callcenter import numbers
+from callcenter.calls.models import Bridge, Call, CallDirection
+from callcenter.resources.models import CallCenterSettings, Resource
 
 log = logging.getLogger(__name__)
 
@@ -26,30 +36,72 @@ def resource_group(resource_id: int) -> str:
     return f"resource-{resource_id}"
 
 
-def _send_on_commit(groups: Iterable[str], message: dict[str, Any]) -> None:
+def _send_on_commit(groups: Iterable[str], message: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
     targets = sorted(set(groups))
 
     def send() -> None:
         layer = get_channel_layer()
         if layer is None:
             return
+        try:
+            payload = message() if callable(message) else message
+        except Exception:  # noqa: BLE001 - a push is best effort; the screen reloads on reconnect
+            log.warning("live push could not be built", exc_info=True)
+            return
+        payload = {**payload, "push_id": uuid.uuid4().hex}
         for group in targets:
             try:
-                async_to_sync(layer.group_send)(group, message)
+                async_to_sync(layer.group_send)(group, payload)
             except Exception:  # noqa: BLE001 - a push is best effort; the screen reloads on reconnect
                 log.warning("live push to %s failed", group, exc_info=True)
 
     transaction.on_commit(send)
 
 
-def call_changed(call: Call, *, new: bool) -> None:
+def _groups_for(resource_id: int | None) -> list[str]:
     groups = [ADMINISTRATORS]
-    if call.resource_id is not None:
-        groups.append(resource_group(call.resource_id))
-    _send_on_commit(
-        groups,
-        {"type": "call.changed", "call_id": call.pk, "new": new, "resource_id": call.resource_id},
+    if resource_id is not None:
+        groups.append(resource_group(resource_id))
+    return groups
+
+
+def call_message(call_id: int, *, new: bool, resource_id: int | None) -> dict[str, Any]:
+    """The ``call.changed`` message for the call as committed (only ids when it is gone already)."""
+    message: dict[str, Any] = {"type": "call.changed", "call_id": call_id, "new": new, "resource_id": resource_id}
+    call = Call.objects.select_related("contact", "activity").filter(pk=call_id).first()
+    if call is None:
+        return message
+    region = CallCenterSettings.load().phone_region
+    activity = getattr(call, "activity", None)
+    message.update(
+        resource_id=call.resource_id,
+        kind=call.kind,
+        kind_label=str(call.get_kind_display()),
+        state=call.state,
+        incoming=call.direction == CallDirection.INBOUND,
+        number=numbers.display(call.number, region),
+        contact=call.contact.display_name if call.contact else "",
+        caller_name=call.caller_name,
+        activity_id=activity.pk if activity is not None else None,
+        started_at=call.started_at.isoformat(),
+        answered_at=call.answered_at.isoformat() if call.answered_at else None,
     )
+    return message
+
+
+def call_changed(call: Call, *, new: bool) -> None:
+    call_id, resource_id = call.pk, call.resource_id
+    _send_on_commit(_groups_for(resource_id), lambda: call_message(call_id, new=new, resource_id=resource_id))
+
+
+def calls_cleared(cleared: Iterable[tuple[int, int | None]]) -> None:
+    """``cleared``: (call id, resource id) of each removed row."""
+    by_group: dict[str, list[int]] = {}
+    for call_id, resource_id in cleared:
+        for group in _groups_for(resource_id):
+            by_group.setdefault(group, []).append(call_id)
+    for group, call_ids in by_group.items():
+        _send_on_commit([group], {"type": "calls.cleared", "call_ids": sorted(call_ids)})
 
 
 def agent_changed(resource: Resource) -> None:

@@ -206,7 +206,12 @@ class CallLeg(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["pbx_call_id", "extension"], name="callleg_once")]
-        indexes = [models.Index(fields=["updated_at"], name="callleg_updated")]
+        indexes = [
+            models.Index(fields=["updated_at"], name="callleg_updated"),
+            # The phone's state on the screen (ringing / in a call, S-4.11-4.13) reads the open legs of one extension.
+            models.Index(fields=["extension", "-rang_at"], condition=Q(ended_at__isnull=True),
+                         name="callleg_open_by_extension"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.pbx_call_id}@{self.extension}"

@@ -12,6 +12,8 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/setlang/", set_language, name="set_language"),
+    path("callcenter/", include("callcenter.calls.urls")),
+    path("activities/", include("callcenter.activities.urls")),
     path("resources/", include("callcenter.resources.urls")),
     path("settings/call-center/", resource_views.call_center_settings, name="call_center_settings"),
     path("bridge/v1/events", bridge_api.events, name="bridge_events"),

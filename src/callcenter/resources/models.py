@@ -95,6 +95,9 @@ class Resource(models.Model):
         verbose_name=_("Campaign"),
     )
 
+    # S-4.10 Redial: the last number dialled from the Call Center screen, as typed.
+    last_dialled = models.CharField(_("last number dialled"), max_length=80, blank=True, editable=False)
+
     # What the PBX last reported for this extension (wire AgentState): Busy/DND (S-4.6) and agent log-in. None =
     # not reported yet. Written only by calls.actions from bridge events.
     pbx_busy = models.BooleanField(_("Busy"), null=True, blank=True, editable=False)
