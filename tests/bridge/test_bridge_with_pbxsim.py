@@ -98,6 +98,8 @@ async def test_calls_reach_the_crm_and_commands_change_the_pbx(
             assert len(pbx.commands_named("Originate")) == 1
             gone = await send(client, wire.Hangup(command_id="h-1", extension="100", call_id="no-such-call"))
             assert (gone.ok, gone.error_id) == (False, "no_such_call")
+            login = await send(client, wire.AgentLogin(command_id="l-1", extension="100", agent_id="7", password="x"))
+            assert (login.ok, login.error_id) == (False, "not_supported")  # Asterisk has no agent log-in
 
             await bridge.stop_pbx()
             await until(lambda: pbx.clients == 0, "the PBX link to drop")
