@@ -57,8 +57,8 @@ APPLICATION_ID: Final = 0x43434258  # "CCBX": this SQLite file is a callcenter b
 DEFAULT_MAX_EVENTS: Final = 5_000_000  # ~16 h of a busy call center (20 calls/s) without the CRM
 DEFAULT_MAX_BYTES: Final = 2 * 1024**3
 DEFAULT_MAX_PENDING: Final = 200_000  # events held in memory while the disk refuses writes
-BUSY_TIMEOUT_MS: Final = 2_000
-VACUUM_FREE_PAGES: Final = 2_048  # give freed pages back to the file system once this many are free
+BUSY_TIMEOUT_MS: Final = 1_000
+VACUUM_FREE_PAGES: Final = 1_024  # an emptied outbox gives its pages back to the file system past 4 MiB
 
 _WRITE_RETRY_FIRST: Final = 0.05
 _WRITE_RETRY_CAP: Final = 5.0
@@ -281,13 +281,14 @@ class Outbox:
             thread.start()
         if thread is not None:
             await asyncio.to_thread(thread.join, timeout)
-            if thread.is_alive():
-                lost = len(self._queue) + self._in_flight
-                log.error("outbox %s: the disk refused writes until shutdown; %d events put were not stored",
-                          self.path, lost)
-                self._queue.clear()
-                return  # the thread still holds the connection; it ends on its own once the write fails
+        lost = len(self._queue) + self._in_flight
+        if lost:
+            log.error("outbox %s: the disk refused writes until shutdown; %d events put were not stored",
+                      self.path, lost)
+            self._queue.clear()
         self._resolve_flush_waiters()
+        if thread is not None and thread.is_alive():
+            return  # the writer still holds the connection; it ends on its own once its write fails
         with self._db_lock:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
