@@ -160,10 +160,9 @@ class Message(_Lazy):
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The first value of header ``key`` (case-insensitive), or ``default``."""
-        if self._index is None:
-            raw = self._raw
-            if raw is not None and raw.isascii() and key.isascii() and ":" not in key and "\n" not in key:
-                return _raw_lookup(raw, key, default)
+        raw = self._raw
+        if raw is not None and raw.isascii() and key.isascii() and ":" not in key and "\n" not in key:
+            return _raw_lookup(raw, key, default)  # headers not parsed yet, and no need to
         return self._lookup().get(_LOWER[key], default)
 
     def lookup_table(self) -> Mapping[str, str]:
@@ -305,15 +304,15 @@ def encode_banner(version: str = "11.0.0") -> bytes:
 # ---- decoding: shared tables ------------------------------------------------------------------------------------
 
 _RESPONSE_FOLLOWS: Final = b"Response: Follows"
-_FOLLOWS_SEARCH: Final = re.compile(re.escape(_RESPONSE_FOLLOWS)).search
 _END_COMMAND_BYTES: Final = END_COMMAND.encode()
 _FOLLOWS_HEADERS: Final = frozenset({"response", "privilege", "actionid", "message", "output", "commandid"})
 _BOUNDARY: Final = re.compile(rb"\n\r?\n")
 _BLANKS: Final = re.compile(rb"[\r\n]*")
 _HEADER_LINE: Final = re.compile(rb"([^:\r\n]*):")
-# A line that starts with a colon (no name), or a message that starts with "\r" after an empty line: the fast path
-# leaves both to the line-by-line path. (re searches a literal-led pattern faster than bytes.find here.)
-_ODD_LINE_START: Final = re.compile(rb"\n(?::|\r\n\r)").search
+# What the fast path leaves to the line-by-line path: a line that starts with a colon (no name), a message that
+# starts with "\r" after an empty line, a Follows response. (re finds a pattern led by a literal faster than
+# bytes.find finds "\n:".)
+_ODD_LINE_START: Final = re.compile(rb"\n(?::|\r\n\r|Response: Follows)").search
 _NOT_COLON_OR_LF: Final = bytes(byte for byte in range(256) if byte not in b":\n")
 
 # One shared string per common header name, so a million parsed events do not hold a million "Channel" strings.
@@ -593,9 +592,9 @@ class AMIConnection:
         if (
             self._fast
             and chunk.endswith(b"\r\n\r\n")
-            and chunk[:1] != b":"
+            and chunk[0] != 58  # ":"
             and _ODD_LINE_START(chunk) is None
-            and _FOLLOWS_SEARCH(chunk) is None
+            and not chunk.startswith(_RESPONSE_FOLLOWS)
         ):
             skeleton = chunk.translate(None, _NOT_COLON_OR_LF)
             pieces = chunk.split(b"\r\n\r\n")
@@ -614,8 +613,7 @@ class AMIConnection:
                         message = new(Message)
                         _set_kind(message, "event")  # output and error: empty slots read as () and ""
                         _set_raw_size(message, len(piece) + 4)
-                        _set_index(message, None)
-                        _set_raw(message, piece)
+                        _set_raw(message, piece)  # _index: an empty slot reads as None
                         append(message)
                     else:
                         self._emit(piece + b"\r", len(piece) + 4, follows=False)
