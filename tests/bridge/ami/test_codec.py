@@ -167,6 +167,14 @@ def test_looking_up_a_header_before_and_after_parsing_them_all_gives_the_same_va
         capture.read_bytes())]
 
 
+def test_events_as_asterisk_writes_them_take_the_fast_path_and_parse_their_headers_once() -> None:
+    messages = parse((FIXTURES / "ringgroup.ami").read_bytes(), 4096)
+    events = [message for message in messages if message.kind == "event"]
+    assert all(event._raw is not None for event in events)  # framed by the fast path, headers not built yet
+    headers = events[0].headers
+    assert events[0]._raw is None and events[0].headers is headers  # built once, then kept
+
+
 def test_a_message_survives_copy_and_pickle_before_its_headers_are_read() -> None:
     import copy
     import pickle
