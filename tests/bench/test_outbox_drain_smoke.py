@@ -1,0 +1,42 @@
+"""bench/outbox_drain.py still runs end to end: a small SQLite run prints a well-formed line for the anchor and one
+for the CRM, and the CRM stored every event once.
+
+No timing is asserted (speed belongs in the benchmark's own figures); this only keeps the script from rotting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+NUMBER = r"[\d,]+(?:\.\d+)?"
+ANCHOR = re.compile(
+    rf"^outbox_drain anchor: 1,500 events in {NUMBER}s = {NUMBER} events/s \(batch 200, 8 requests; "
+    r"receiver verifies, decodes, acknowledges\)$"
+)
+CRM = re.compile(
+    rf"^outbox_drain crm-sqlite: 1,500 events in {NUMBER}s = {NUMBER} events/s \| crm/anchor {NUMBER}x the anchor's "
+    rf"time \| target < {NUMBER}s for 1,500: (?:OK|MISSED) \| stored 1,500 once, failed 0, retries 0$"
+)
+
+
+@pytest.mark.slow
+def test_a_small_sqlite_run_prints_the_anchor_and_the_crm_and_stores_every_event_once() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CALLCENTER_"))}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "outbox_drain.py"), "--events", "1500", "--batch-size", "200",
+         "--db", "sqlite"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2, done.stdout
+    assert ANCHOR.match(lines[0]), lines[0]
+    assert CRM.match(lines[1]), lines[1]
+    assert "queued 1,500 events" in done.stderr
