@@ -573,8 +573,7 @@ class _Batch:
             if with_items and activity.campaign is not None:
                 items += _campaign_items(activity, self._items_of(activity.campaign))
         ActivityItem.objects.bulk_create(items)
-        for call, new in self._pushes:
-            live.call_changed(call, new=new)
+        live.calls_changed(self._pushes)
         self._calls_to_save.clear()
         self._legs_to_save.clear()
         self._activities.clear()
