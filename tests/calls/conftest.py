@@ -11,6 +11,8 @@ from callcenter.activities.models import ActivityKind, ActivityType
 from callcenter.calls.models import Bridge
 from callcenter.resources.models import CallCenterSettings, PhoneSystem
 
+from .screen_support import bridge_listener  # noqa: F401 - a fixture for the screen's command tests
+
 T0 = 1_795_632_434.0
 SECRET = "s3cret-bridge-token-for-tests-only"
 

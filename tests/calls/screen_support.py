@@ -20,8 +20,6 @@ from callcenter.calls.actions import receive_events
 from callcenter.calls.models import Bridge
 from callcenter.resources.models import Resource
 
-from .conftest import SECRET
-
 PASSWORD = "correct horse battery staple"
 
 
@@ -81,13 +79,14 @@ def flash_of(response: Any) -> str:
 
 
 class BridgeStandIn(http.server.BaseHTTPRequestHandler):
+    secret = ""  # the bridge's, set by log_in()
     reply: tuple[int, bytes] | None = None
     received: list[wire.Command] = []
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
         try:
-            wire.verify(SECRET, self.headers.get(wire.SIGNATURE_HEADER), body, time.time())
+            wire.verify(type(self).secret, self.headers.get(wire.SIGNATURE_HEADER), body, time.time())
         except wire.AuthError as exc:
             self._send(401, json.dumps({"error_id": "unauthenticated", "message": str(exc)}).encode())
             return
@@ -109,7 +108,8 @@ class BridgeStandIn(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def stand_in() -> Iterator[type[BridgeStandIn]]:
+def bridge_listener() -> Iterator[type[BridgeStandIn]]:
+    BridgeStandIn.secret = ""
     BridgeStandIn.reply = None
     BridgeStandIn.received = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BridgeStandIn)
@@ -124,6 +124,7 @@ def stand_in() -> Iterator[type[BridgeStandIn]]:
 def log_in(resource: Resource, bridge: Bridge, stand_in: type[BridgeStandIn]) -> None:
     """Point the resource at the stand-in and make its bridge report a live PBX link, as a heartbeat would (S-4.5)."""
     address, port = stand_in.address  # type: ignore[attr-defined]
+    stand_in.secret = bridge.secret
     resource.service_address, resource.service_port = address, port
     resource.save()
     bridge.pbx_connected = True

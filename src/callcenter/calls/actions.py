@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -106,7 +107,7 @@ def receive_events(bridge: Bridge | None, events: Sequence[wire.Event]) -> Recei
     try:
         with transaction.atomic():
             _Batch(_Context.load(), bridge, fresh).apply(fresh)
-            ProcessedEvent.objects.bulk_create([_processed(bridge, event) for event in fresh])
+            _insert_rows(ProcessedEvent, [_processed(bridge, event) for event in fresh])
         receipt.accepted += len(fresh)
         return receipt
     except Exception:  # noqa: BLE001 - retried event by event below, where a failure is recorded, not lost
@@ -387,7 +388,7 @@ def _call_activity(call: Call, activity_type: ActivityType, *, created_by: User 
     contact_name = call.contact.display_name if call.contact else (call.caller_name or call.number)
     return Activity(
         activity_type=activity_type,
-        subject=f"{call.get_kind_display()} {contact_name}".strip()[:200],
+        subject=f"{call.kind_label()} {contact_name}".strip()[:200],
         starts_at=call.started_at,
         contact=call.contact,
         resource=call.resource,
@@ -585,7 +586,24 @@ class _Batch:
         return self._campaign_items[campaign.pk]
 
 
-_Row = TypeVar("_Row", Call, CallLeg)
+_Row = TypeVar("_Row", Call, CallLeg, ProcessedEvent)
+
+
+def _insert_rows(model: type[_Row], rows: Sequence[_Row]) -> None:
+    """bulk_create() for rows whose ids nobody needs afterwards: one INSERT run for all rows, the values prepared
+    field by field as save() prepares them (auto_now_add fields set)."""
+    if not rows:
+        return
+    meta = model._meta
+    connection = connections[router.db_for_write(model)]
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(field.column)) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608 - model's names
+    params = [[field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields] for row in rows]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def _update_rows(model: type[_Row], rows: Sequence[_Row]) -> None:
@@ -870,6 +888,20 @@ def _clear(calls: Any) -> Cleared:
 # ---- call control: commands to the resource's bridge (S-4.6, S-4.9-4.13) ----------------------------------------
 
 
+# What a person may type as a number to dial: digits, the keypad's * and #, a leading +, and spaces, dots, dashes,
+# slashes and parentheses as formatting. Anything else is refused rather than reduced to its digits.
+_DIALLABLE = re.compile(r"\+?[0-9*#][0-9*#\s().\-/]*", re.ASCII)
+
+
+def _diallable(number: str) -> bool:
+    return len(number) <= numbers.MAX_RAW_LENGTH and _DIALLABLE.fullmatch(number) is not None
+
+
+def _not_a_number(number: str) -> wire.CommandResult:
+    return _refused("invalid_number", _("“%(number)s” is not a phone number; type digits, such as 2101234567.")
+                    % {"number": number[:40]})
+
+
 def _refused(error_id: str, message: str) -> wire.CommandResult:
     return wire.CommandResult(command_id="", ok=False, error_id=error_id, message=message)
 
@@ -887,12 +919,17 @@ def dial(resource: Resource, number: str) -> wire.CommandResult:
         return _refused("no_number", _("Type a number to call."))
     if (refused := _no_extension(resource)) is not None:
         return refused
+    if not _diallable(number):
+        return _not_a_number(number)
     settings = CallCenterSettings.load()
-    try:
-        target = numbers.dial_string(number, prefix=settings.call_prefix, internal_digits=settings.internal_digits)
-    except ValueError:
-        return _refused("invalid_number", _("“%(number)s” is not a phone number; type digits, such as 2101234567.")
-                        % {"number": number[:40]})
+    if "*" in number or "#" in number:
+        target = "".join(ch for ch in number if ch.isdigit() or ch in "*#")  # a feature code: dialled as typed
+    else:
+        try:
+            target = numbers.dial_string(number, prefix=settings.call_prefix,
+                                         internal_digits=settings.internal_digits)
+        except ValueError:
+            return _not_a_number(number)
     if len(target) > numbers.MAX_RAW_LENGTH:
         return _refused("invalid_number", _("A phone number has at most %(max)d digits.")
                         % {"max": numbers.MAX_RAW_LENGTH})
@@ -954,7 +991,7 @@ def transfer(resource: Resource, target: str, call: Call | None = None) -> wire.
     settings = CallCenterSettings.load()
     if not target:
         return _refused("no_number", _("Type the internal number to transfer to in Number."))
-    if not numbers.is_internal(target, settings.internal_digits):
+    if not _diallable(target) or not numbers.is_internal(target, settings.internal_digits):
         return _refused("not_internal", _("A call is transferred to an internal number of %(digits)d digits only; "
                                           "“%(number)s” is not one.")
                         % {"digits": settings.internal_digits, "number": target[:40]})

@@ -80,6 +80,8 @@ class NewContactForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        if self.errors:
+            return data
         if not any((data.get(name) or "").strip() for name in ("first_name", "last_name", "company")):
             raise forms.ValidationError(_("Give the contact a first name, a last name or a company."))
         return data

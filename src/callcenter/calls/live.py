@@ -83,7 +83,7 @@ def _call_message(call_id: int, *, new: bool, resource_id: int | None, call: Cal
     message.update(
         resource_id=call.resource_id,
         kind=call.kind,
-        kind_label=str(call.get_kind_display()),
+        kind_label=call.kind_label(),
         state=call.state,
         incoming=call.direction == CallDirection.INBOUND,
         number=display(call.number, region),
@@ -168,7 +168,11 @@ def agent_changed(resource: Resource) -> None:
 
 def bridge_changed(bridge: Bridge, *, extensions: Iterable[str]) -> None:
     resource_ids = Resource.objects.filter(extension__in=list(extensions)).values_list("pk", flat=True)
-    _send_on_commit(
-        [ADMINISTRATORS, *(resource_group(pk) for pk in resource_ids)],
-        {"type": "bridge.changed", "bridge_id": bridge.pk, "connected": bridge.pbx_connected},
-    )
+    bridge_id = bridge.pk
+
+    def message() -> dict[str, Any]:
+        # As committed: the rules update the row, not the object they were given.
+        connected = Bridge.objects.filter(pk=bridge_id).values_list("pbx_connected", flat=True).first()
+        return {"type": "bridge.changed", "bridge_id": bridge_id, "connected": bool(connected)}
+
+    _send_on_commit([ADMINISTRATORS, *(resource_group(pk) for pk in resource_ids)], message)

@@ -7,9 +7,9 @@ Rules
 - The list is read newest first, ``-started_at, -id``, from the from-date on (inclusive, local midnight), and pages
   by a cursor (the last row's start time and id), never by OFFSET or COUNT: the first page of a resource's calls is
   one index range scan (call_resource_started; call_started for administrators) however many calls are stored.
-- Search (S-4.3) matches the contact's name or company (folded: case, accents and Greek final sigma ignored), the
-  caller name the PBX sent, and numbers: a typed number of at least "digits to scan" digits is compared by match key
-  (index lookups, the contact's other phones included), a shorter one as a part of the call's own number.
+- Search (S-4.3) matches the contact's name or company (folded: case, accents and Greek final sigma ignored) and,
+  for text that looks like a phone number, numbers: one of at least "digits to scan" digits by match key (index
+  lookups: the call's number and every phone slot of contacts), any as a part of the call's own number.
 - The phone's state (ringing / in a call, S-4.11-4.13) comes from the open call legs of the resource's extension,
   not from the rows: with "create call when answered" a ringing call has no row yet.
 """
@@ -17,6 +17,7 @@ Rules
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,13 +46,21 @@ def visible_calls(user: Any) -> QuerySet[Call]:
     return Call.objects.filter(resource=resource)
 
 
+_NUMBER_LIKE = re.compile(r"\+?[0-9][0-9\s().\-/]*", re.ASCII)
+
+
+def looks_like_a_number(text: str) -> bool:
+    """Digits with the usual formatting only: '+30 210-123 4567' is searched as a number, 'flat 12' is not."""
+    return _NUMBER_LIKE.fullmatch(text.strip()) is not None
+
+
 def search_condition(text: str, rules: MatchRules) -> Q:
     """S-4.3 for ``text`` (already stripped and at most MAX_SEARCH_LENGTH characters); an empty Q for ''."""
     if not text:
         return Q()
     folded = fold_for_search(text)
-    condition = Q(contact__search_text__contains=folded) | Q(caller_name__icontains=text)
-    digits = numbers.digits_only(text)
+    condition = Q(contact__search_text__contains=folded)
+    digits = numbers.digits_only(text) if looks_like_a_number(text) else ""
     if digits:
         condition |= Q(number_digits__contains=digits)
         if len(digits) >= rules.digits_to_scan:
@@ -172,8 +181,8 @@ def search_contacts(text: str, *, rules: MatchRules | None = None, limit: int = 
     rules = rules or MatchRules.current()
     condition = Q()
     folded = fold_for_search(text).strip()
-    digits = numbers.digits_only(text)
-    if folded and not folded.replace(" ", "").isdigit():
+    digits = numbers.digits_only(text) if looks_like_a_number(text) else ""
+    if folded and not digits:
         condition |= Q(search_text__contains=folded)
     if len(digits) >= rules.digits_to_scan:
         condition |= Q(pk__in=ContactPhone.objects.filter(key=rules.key(digits)).values("contact_id"))

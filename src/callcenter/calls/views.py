@@ -328,6 +328,8 @@ def contact_search(request: HttpRequest) -> HttpResponse:
     raw = request.GET.get("call", "")
     if raw.isascii() and raw.isdigit() and len(raw) <= 18:
         call = _call_or_404(request, int(raw))
+    if call is None:
+        purpose = "caller"  # linking needs the call to link
     too_long = len(text) > queries.MAX_SEARCH_LENGTH
     found = [] if too_long or "\x00" in text else queries.search_contacts(text)
     return render(request, f"calls/_contacts_{purpose}.html", {

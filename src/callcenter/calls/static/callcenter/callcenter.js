@@ -230,7 +230,7 @@
       loggedIn: flag("loggedIn"),
       ringing: flag("ringing"),
       inCall: flag("inCall"),
-      answered: flag("answered"),
+      answered: flag("callAnswered"),
       lastDialled: flag("lastDialled"),
     };
   }
@@ -498,7 +498,7 @@
 
   setInterval(() => {
     const now = (Date.now() + clockOffset) / 1000;
-    for (const cell of $$("[data-answered]")) {
+    for (const cell of $$(".duration[data-answered]")) {
       cell.textContent = hms(Math.max(0, Math.floor(now - Number(cell.dataset.answered))));
     }
   }, 1000);
