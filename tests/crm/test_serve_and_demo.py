@@ -126,7 +126,8 @@ def _csrf_token(html: str) -> str:
 
 def test_demo_migrates_seeds_serves_and_lets_alice_log_in(tmp_path: Path, processes: list[Running]) -> None:
     port = free_port()
-    demo = Running(["demo", "--port", str(port), "--contacts", "60"], cwd=tmp_path, env=clean_env())
+    demo = Running(["demo", "--port", str(port), "--bridge-port", str(free_port()), "--contacts", "60", "--no-calls"],
+                   cwd=tmp_path, env=clean_env())
     processes.append(demo)
     url = demo.wait_for(URL_LINE).group(1)
     assert url == f"http://127.0.0.1:{port}/"

@@ -285,8 +285,10 @@ def _campaign_dates(name: str, today: dt.date, default: tuple[dt.date, dt.date],
 
 
 @transaction.atomic
-def seed(contacts: int = DEFAULT_CONTACTS, *, today: dt.date | None = None, crm_port: int = CRM_PORT) -> SeedReport:
-    """Load the demo data; ``crm_port`` is where the resources' bridges reach the CRM (S-2.5)."""
+def seed(contacts: int = DEFAULT_CONTACTS, *, today: dt.date | None = None, crm_port: int = CRM_PORT,
+         bridge_port: int = BRIDGE_PORT, crm_address: str = CRM_ADDRESS) -> SeedReport:
+    """Load the demo data; ``crm_address``:``crm_port`` is where the resources' bridges reach the CRM (S-2.4/2.5),
+    ``bridge_port`` where the CRM reaches the demo bridge (S-2.3)."""
     if contacts < 0:
         raise ValueError("the number of contacts cannot be negative")
     today = today or timezone.localdate()
@@ -332,8 +334,8 @@ def seed(contacts: int = DEFAULT_CONTACTS, *, today: dt.date | None = None, crm_
     options = {
         "cc_active": True,
         "service_address": BRIDGE_ADDRESS,
-        "service_port": BRIDGE_PORT,
-        "internal_address": CRM_ADDRESS,
+        "service_port": bridge_port,
+        "internal_address": crm_address,
         "internal_port": crm_port,
         "notify_new_call": True,
         "notification_seconds": 10,
@@ -356,3 +358,18 @@ def seed(contacts: int = DEFAULT_CONTACTS, *, today: dt.date | None = None, crm_
         report.contacts_created += 1
     report.contacts_total = Contact.objects.count()
     return report
+
+
+def demo_callers(contacts: int = DEFAULT_CONTACTS) -> list[tuple[str, str]]:
+    """Who calls in the demo: seeded contacts with Greek names, as (national number, name), one number each and no
+    number twice. The switchboard of the two Οικονόμου is among them (a caller that matches two contacts)."""
+    callers: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for spec in demo_contacts(contacts):
+        if spec.first_name.isascii():
+            continue
+        national = numbers.digits_only(spec.phones[0])[-10:]
+        if len(national) == 10 and national not in seen:
+            seen.add(national)
+            callers.append((national, f"{spec.first_name} {spec.last_name}"))
+    return callers

@@ -4,8 +4,10 @@ bound beforehand (so a port clash is reported before anything else starts, in wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import warnings
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -18,10 +20,20 @@ ASGI_APPLICATION = "callcenter.crm.asgi:application"
 warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")
 
 
+class _SupervisedServer(uvicorn.Server):
+    """uvicorn without its own SIGINT/SIGTERM handling: the supervisor stops the parts, in the order it wants."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class CrmServer(Component):
     name = "CRM web server"
 
-    def __init__(self, sock: socket.socket, *, access_log: bool = True) -> None:
+    def __init__(self, sock: socket.socket, *, access_log: bool = True, own_signals: bool = True) -> None:
+        """``own_signals=False``: uvicorn leaves Ctrl-C to the supervisor (the demo stops the bridge before the CRM,
+        so the bridge's last events still reach it)."""
         self.sock = sock
         self.url = url_for(sock)
         self.config = uvicorn.Config(
@@ -32,7 +44,7 @@ class CrmServer(Component):
             server_header=False,
             timeout_graceful_shutdown=5,
         )
-        self.server = uvicorn.Server(self.config)
+        self.server = uvicorn.Server(self.config) if own_signals else _SupervisedServer(self.config)
 
     async def run(self, ready: asyncio.Event) -> None:
         serving = asyncio.create_task(self._serve())
