@@ -70,7 +70,8 @@ def _snapshot(pushes: _Pushes) -> dict[str, Any]:
     )
     legs = sorted(({**_row(leg, ("call_id",)), "call": _call_key(leg.call_id)} for leg in CallLeg.objects.all()),
                   key=lambda row: (row["pbx_call_id"], row["extension"]))
-    processed = sorted((event.event_id, event.event_type, event.failed, event.error)
+    processed = sorted((event.event_id, event.event_type, event.failed, event.error, event.occurred_at,
+                        event.bridge_id, str(event.payload))
                        for event in ProcessedEvent.objects.all())
     resources = sorted((r.extension, r.pbx_busy, r.pbx_logged_in, r.pbx_state_at) for r in Resource.objects.all())
     bridges = [_row(bridge, ("secret",)) for bridge in Bridge.objects.order_by("bridge_id")]

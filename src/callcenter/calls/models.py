@@ -122,6 +122,14 @@ class Call(models.Model):
     def in_progress(self) -> bool:
         return self.state != CallState.ENDED
 
+    def kind_label(self) -> str:
+        """What get_kind_display() gives, without rebuilding the translated choices on every call (it runs for every
+        call a batch of bridge events touches)."""
+        try:
+            return str(CallKind(self.kind).label)
+        except ValueError:
+            return str(self.kind)
+
 
 def format_duration(seconds: int) -> str:
     """h:mm:ss, as the list shows it (S-4.4)."""
