@@ -13,7 +13,7 @@ from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -70,6 +70,14 @@ def fresh_channel_layer() -> Iterator[None]:
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+async def close_connections_of_the_sync_thread():
+    """The database connections the consumer and the tests opened in asgiref's sync thread, closed before the test
+    database is dropped (PostgreSQL refuses to drop a database in use)."""
+    yield
+    await database_sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
