@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test test-sqlite test-postgres lint bench fuzz lock messages clean help
 
 help:
-	@echo "make demo    - set up and run the CRM (with demo data) on SQLite"
+	@echo "make demo    - set up and run the product on SQLite: CRM, bridge and a simulated PBX ringing the agents"
 	@echo "make test    - set up and run the whole test suite (SQLite, then PostgreSQL)"
 	@echo "make lint    - ruff, mypy and import-linter"
 	@echo "make bench   - run the benchmarks in bench/"

@@ -2,10 +2,11 @@
 
 The slow tests run the real command as a child process in a temporary directory and prove the chain: a simulated
 call reaches the CRM as a call row of Alice, the bridge reports the PBX link, Alice is Logged in, the screen's Busy,
-Answer, End call and Call buttons change the simulator (and the simulator's answer comes back to the CRM), a command
-signed with the demo bridge's secret works as the CRM's do; Ctrl-C stops all three (status 0, every port free again,
-the calls in progress closed in the CRM); a second run reuses the secrets; a port clash is one line and status 2.
-The fast tests drive the demo's calls and settings in-process against the real simulator."""
+Answer, Transfer, Call, Redial and End call buttons change the simulator (and what the simulator then reports comes
+back to the CRM), a command signed with the demo bridge's secret works as the CRM's do; Ctrl-C stops all three
+(status 0, every port free again, the calls in progress closed in the CRM); a second run reuses the secrets; a port
+clash is one line and status 2. The fast tests drive the demo's calls and settings in-process against the real
+simulator."""
 
 from __future__ import annotations
 
@@ -262,8 +263,10 @@ def test_demo_runs_crm_bridge_and_pbx_and_every_button_reaches_the_simulator(
         # Answer: PJSIPNotify to Alice's phone, which picks up; the answer comes back as the call's answered time.
         screen.press("/callcenter/answer/")
         until(lambda: db.calls_of("alice", f"c.id = {ringing[0]} AND c.answered_at IS NOT NULL"), "the answer")
-        screen.press("/callcenter/hangup/")
-        until(lambda: db.calls_of("alice", f"c.id = {ringing[0]} AND c.ended_at IS NOT NULL"), "the hang-up")
+        # Transfer to 101: Alice's part of the call ends, Bob's phone rings with the caller.
+        screen.press("/callcenter/transfer/", number="101")
+        until(lambda: db.calls_of("alice", f"c.id = {ringing[0]} AND c.ended_at IS NOT NULL"), "Alice's part to end")
+        until(lambda: db.calls_of("bob", f"c.number = '{ringing[2]}' AND c.ended_at IS NULL"), "Bob's phone to ring")
         # Call: Originate rings Alice's phone, which answers by itself, then the number; an outgoing call of hers.
         screen.press("/callcenter/dial/", number="2101234567")
         outgoing = until(lambda: db.calls_of("alice", "c.direction = 'out' AND c.answered_at IS NOT NULL"),
@@ -271,6 +274,12 @@ def test_demo_runs_crm_bridge_and_pbx_and_every_button_reaches_the_simulator(
         assert outgoing[2].endswith("2101234567"), outgoing
         screen.press("/callcenter/hangup/")
         until(lambda: db.calls_of("alice", f"c.id = {outgoing[0]} AND c.ended_at IS NOT NULL"), "its end")
+        # Redial: the same number again.
+        screen.press("/callcenter/redial/")
+        again = until(lambda: db.calls_of("alice", f"c.direction = 'out' AND c.id > {outgoing[0]}"), "the redial")[0]
+        assert again[2] == outgoing[2], (again, outgoing)
+        screen.press("/callcenter/hangup/")
+        until(lambda: db.calls_of("alice", f"c.id = {again[0]} AND c.ended_at IS NOT NULL"), "the redial's end")
     finally:
         screen.close()
 
@@ -348,3 +357,13 @@ def test_an_ami_port_in_use_is_one_clear_line(tmp_path: Path, processes: list[Ru
     assert len(lines) == 1 and f"port {port} on 127.0.0.1 is already in use" in lines[0], demo.stderr_text
     assert "simulated PBX" in lines[0] and "--ami-port" in lines[0]
     assert not (tmp_path / "var" / "demo.sqlite3").exists()
+
+
+@pytest.mark.slow
+def test_demo_help_lists_the_options_and_touches_nothing(tmp_path: Path, processes: list[Running]) -> None:
+    shown = Running(["demo", "--help"], cwd=tmp_path, env=clean_env())
+    processes.append(shown)
+    assert shown.finish() == 0, shown.stderr_text
+    for option in ("--port", "--bridge-port", "--ami-port", "--calls-every", "--no-calls", "--contacts"):
+        assert option in shown.output
+    assert not (tmp_path / "var").exists()

@@ -55,10 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(_STANDALONE[command])
         entry: Callable[[list[str]], int] = module.main
         return entry(rest)
-    if command == "demo" and not {"-h", "--help"} & set(rest):
-        from callcenter.demo_env import apply_demo_environment
+    if command == "demo":
+        if {"-h", "--help"} & set(rest):
+            # Only the options are printed: a one-off key lets the settings load, and var/ is left untouched.
+            if not os.environ.get("CALLCENTER_SECRET_KEY") and not os.environ.get("CALLCENTER_SECRET_KEY_FILE"):
+                import secrets
 
-        apply_demo_environment()
+                os.environ["CALLCENTER_SECRET_KEY"] = secrets.token_urlsafe(48)
+        else:
+            from callcenter.demo_env import apply_demo_environment
+
+            apply_demo_environment()
     if command == "replay":
         # Never the configured database: a temporary SQLite file, made for this run and deleted after it.
         from callcenter.replay_env import apply_replay_environment, discard_replay_environment
