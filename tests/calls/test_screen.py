@@ -621,3 +621,64 @@ def test_the_screen_speaks_the_manuals_greek(alice, asterisk):
         assert greek in page, greek
     details = _page(client.get(reverse("calls:details", args=[_only_call().pk]), **HTMX))
     assert "Καλών" in details and "Ενημέρωση" in details
+
+
+# ---- the settings the screen's script follows (S-2.6, S-2.7, S-3.5, S-3.10) and other S-3 rules as shown ----------
+
+
+def _config(page: str) -> dict:
+    import json
+
+    return json.loads(re.search(r'<script id="cc-config" type="application/json">(.*?)</script>', page, re.S).group(1))
+
+
+def test_the_page_tells_its_script_the_notification_auto_show_and_auto_open_options(alice, asterisk):
+    alice.notify_new_call, alice.notification_seconds = True, 7
+    alice.save()
+    asterisk.auto_show_screen, asterisk.auto_open_activity = True, True
+    asterisk.save()
+    config = _config(_page(client_for(alice).get(SCREEN)))
+    assert (config["notify"], config["notify_seconds"], config["auto_show"], config["auto_open"]) == (True, 7, True,
+                                                                                                        True)
+    assert config["resource_id"] == alice.pk and config["ws"] == "/ws/callcenter/"
+    alice.notify_new_call = False
+    alice.save()
+    asterisk.auto_show_screen, asterisk.auto_open_activity = False, False
+    asterisk.save()
+    config = _config(_page(client_for(alice).get(SCREEN)))
+    assert (config["notify"], config["auto_show"], config["auto_open"]) == (False, False, False)
+
+
+def test_internal_calls_are_listed_only_with_update_from_internal_calls(alice, bob, asterisk):
+    e = NowEvents()
+    internal = [e.ringing("100", 0, number="101", direction=wire.Direction.INTERNAL, internal_direction="in"),
+                e.answered("100", 1), e.ended("100", 5)]
+    receive_events(None, internal)
+    assert _rows(_page(client_for(alice).get(SCREEN))) == []
+    asterisk.update_from_internal_calls = True
+    asterisk.save()
+    e2 = NowEvents()
+    receive_events(None, [e2.ringing("100", 0, number="101", direction=wire.Direction.INTERNAL,
+                                     internal_direction="in"), e2.ended("100", 3)])
+    page = _page(client_for(alice).get(SCREEN))
+    assert len(_rows(page)) == 1 and "Internal" in page
+
+
+def test_with_the_call_center_off_logged_in_says_why(alice, cc_settings):
+    status = _page(client_for(alice).get(reverse("calls:status"), **HTMX))
+    assert 'data-logged-in="0"' in status and "The call center is off" in status
+
+
+def test_a_transferred_call_shows_the_original_caller_on_the_second_agents_row(alice, bob, asterisk):
+    create_contact(first_name="Maria", phones=["2101234567"])
+    e = NowEvents()
+    receive_events(None, [e.ringing("100", 0, number="00302101234567"), e.answered("100", 2),
+                          e.transferred("100", 10, "101"), e.ended("100", 10),
+                          e.ringing("101", 10, number="00302101234567", transferred_from="100"),
+                          e.answered("101", 12), e.ended("101", 40)])
+    page = _page(client_for(bob).get(SCREEN))
+    row = re.search(r'<tr id="call-\d+".*?</tr>', page, re.S).group(0)
+    assert "+30 21 0123 4567" in row and "Maria" in row and "0:00:28" in row
+    bobs = Call.objects.get(extension="101")
+    details = _page(client_for(bob).get(reverse("calls:details", args=[bobs.pk]), **HTMX))
+    assert "Transferred from" in details and ">100<" in details

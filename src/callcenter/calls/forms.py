@@ -67,9 +67,11 @@ class LinkForm(forms.Form):
         choices=[(slot, str(slot)) for slot in PHONE_SLOTS],
         error_messages={"invalid_choice": _("A contact has phone slots 1 to 4.")},
     )
-    store_number = forms.TypedChoiceField(
-        required=False, coerce=lambda value: value != "no", empty_value=True, choices=[("yes", "yes"), ("no", "no")],
-    )
+    store_number = forms.ChoiceField(required=False, choices=[("yes", "yes"), ("no", "no")])
+
+    def clean_store_number(self) -> bool:
+        """Store the number unless the agent declined (the "link without storing" button says "no")."""
+        return self.cleaned_data.get("store_number") != "no"
 
 
 class NewContactForm(forms.Form):
@@ -79,7 +81,7 @@ class NewContactForm(forms.Form):
     email = forms.EmailField(label=_("email"), required=False)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if self.errors:
             return data
         if not any((data.get(name) or "").strip() for name in ("first_name", "last_name", "company")):

@@ -110,7 +110,7 @@ def _reply(
 
 
 def _form_error(form: Any) -> str:
-    errors = form.errors.get("__all__") or next(iter(form.errors.values()), [])
+    errors: list[Any] = form.errors.get("__all__") or next(iter(form.errors.values()), [])
     return " ".join(str(error) for error in errors) or _("Check what you entered.")
 
 
