@@ -23,6 +23,14 @@
     event.detail.headers["X-CSRFToken"] = csrfToken();
   });
 
+  // htmx drops a request whose source element has one in flight, and a request without a source is the body's: so
+  // every request names its own element (the one it swaps), and unrelated requests never cancel each other.
+  function load(verb, url, target, swap) {
+    const element = typeof target === "string" ? $(target) : target;
+    if (!element) return;
+    htmx.ajax(verb, url, { source: element, target: element, swap: swap || "innerHTML" });
+  }
+
   function el(tag, className, text) {
     const node = document.createElement(tag);
     if (className) node.className = className;
@@ -99,7 +107,7 @@
 
   function loadDetails() {
     if (!selectedId) return;
-    htmx.ajax("GET", urlFor(config.urls.details, selectedId), { target: "#cc-details", swap: "innerHTML" });
+    load("GET", urlFor(config.urls.details, selectedId), "#cc-details");
   }
 
   function clearSelection() {
@@ -119,7 +127,7 @@
       openActivity(row.dataset.activityUrl);
       return;
     }
-    htmx.ajax("POST", urlFor(config.urls.open, row.dataset.call), { target: "#cc-dialog-body", swap: "innerHTML" });
+    load("POST", urlFor(config.urls.open, row.dataset.call), dialogBody);
   }
 
   function openActivity(url) {
@@ -252,10 +260,10 @@
   }
 
   $("#cc-link").addEventListener("click", () => {
-    if (selectedId) htmx.ajax("GET", urlFor(config.urls.link, selectedId), { target: "#cc-dialog-body", swap: "innerHTML" });
+    if (selectedId) load("GET", urlFor(config.urls.link, selectedId), dialogBody);
   });
   $("#cc-activity").addEventListener("click", () => {
-    if (selectedId) htmx.ajax("GET", urlFor(config.urls.activity_dialog, selectedId), { target: "#cc-dialog-body", swap: "innerHTML" });
+    if (selectedId) load("GET", urlFor(config.urls.activity_dialog, selectedId), dialogBody);
   });
 
   // ---- dialogs (Link to contact, Create activity) -----------------------------------------------------------------
@@ -268,11 +276,16 @@
     const focus = $("[autofocus]", dialogBody) || $("input, select, button", dialogBody);
     if (focus) focus.focus();
   }
+  function closeDialog() {
+    // Emptied at once (the close event comes later), so the swap that follows a "done" answer cannot reopen it.
+    dialogBody.replaceChildren();
+    if (dialog.open) dialog.close();
+  }
   dialog.addEventListener("close", () => dialogBody.replaceChildren());
   dialog.addEventListener("click", (event) => {
-    if (event.target.closest("[data-close-dialog]") || event.target === dialog) dialog.close();
+    if (event.target.closest("[data-close-dialog]") || event.target === dialog) closeDialog();
   });
-  body.addEventListener("cc-dialog-close", () => dialog.open && dialog.close());
+  body.addEventListener("cc-dialog-close", closeDialog);
   body.addEventListener("cc-dialog-open", openDialog);
 
   body.addEventListener("htmx:afterSwap", (event) => {
@@ -286,6 +299,12 @@
     if (target.id === "cc-flash" || event.detail.elt?.id === "cc-flash") scheduleFlashFade();
   });
   body.addEventListener("htmx:oobAfterSwap", scheduleFlashFade);
+  body.addEventListener("htmx:afterRequest", (event) => {
+    const element = event.detail.elt;
+    if (element && element.classList && element.classList.contains("pending") && element.isConnected) {
+      element.remove(); // no row came back: the call is outside the filters, or not this user's
+    }
+  });
 
   // ---- refreshing parts -------------------------------------------------------------------------------------------
 
@@ -300,7 +319,7 @@
   let statusTimer = null;
   function refreshStatus() {
     clearTimeout(statusTimer);
-    statusTimer = setTimeout(() => htmx.ajax("GET", config.urls.status, { target: "#cc-status", swap: "innerHTML" }), 120);
+    statusTimer = setTimeout(() => load("GET", config.urls.status, "#cc-status"), 120);
   }
 
   const callTimers = new Map();
@@ -309,10 +328,15 @@
     clearTimeout(callTimers.get(id));
     callTimers.set(id, setTimeout(() => {
       callTimers.delete(id);
-      const existing = document.getElementById("call-" + id);
-      const url = urlFor(config.urls.row, id) + "?" + filterParams();
-      if (existing) htmx.ajax("GET", url, { target: existing, swap: "outerHTML" });
-      else htmx.ajax("GET", url, { target: "#cc-rows", swap: "afterbegin" });
+      let row = document.getElementById("call-" + id);
+      if (!row) {
+        // A new call: a hidden placeholder at the top takes its row (or is removed when it is filtered out, 204).
+        row = el("tr", "call pending");
+        row.id = "call-" + id;
+        row.hidden = true;
+        $("#cc-rows").prepend(row);
+      }
+      load("GET", urlFor(config.urls.row, id) + "?" + filterParams(), row, "outerHTML");
       if (String(id) === selectedId) loadDetails();
     }, 100));
   }
