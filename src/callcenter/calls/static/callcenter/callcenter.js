@@ -24,11 +24,13 @@
   });
 
   // htmx drops a request whose source element has one in flight, and a request without a source is the body's: so
-  // every request names its own element (the one it swaps), and unrelated requests never cancel each other.
+  // every request names its own element (the one it swaps), and unrelated requests never cancel each other; a
+  // second request for the same element waits for the first (hx-sync="this:queue last" in the templates).
   function load(verb, url, target, swap) {
     const element = typeof target === "string" ? $(target) : target;
     if (!element) return;
-    htmx.ajax(verb, url, { source: element, target: element, swap: swap || "innerHTML" });
+    const done = htmx.ajax(verb, url, { source: element, target: element, swap: swap || "innerHTML" });
+    if (done && done.catch) done.catch(() => {}); // a failed request is reported by the htmx:responseError handler
   }
 
   function el(tag, className, text) {
@@ -277,7 +279,7 @@
     if (focus) focus.focus();
   }
   function closeDialog() {
-    // Emptied at once (the close event comes later), so the swap that follows a "done" answer cannot reopen it.
+    // Emptied at once (the close event comes later), so a swap that follows cannot reopen it.
     dialogBody.replaceChildren();
     if (dialog.open) dialog.close();
   }
@@ -285,7 +287,9 @@
   dialog.addEventListener("click", (event) => {
     if (event.target.closest("[data-close-dialog]") || event.target === dialog) closeDialog();
   });
-  body.addEventListener("cc-dialog-close", closeDialog);
+  // Asked by a post's answer: closed once htmx has finished with it (its message is swapped in relative to the form
+  // that posted, which must still be in the page).
+  body.addEventListener("cc-dialog-close", () => setTimeout(closeDialog, 0));
   body.addEventListener("cc-dialog-open", openDialog);
 
   body.addEventListener("htmx:afterSwap", (event) => {
