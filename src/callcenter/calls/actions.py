@@ -62,7 +62,7 @@ from callcenter.calls import commands, live, queries
 from callcenter.calls.models import Bridge, Call, CallDirection, CallKind, CallLeg, CallState, ProcessedEvent
 from callcenter.campaigns.actions import available_campaigns
 from callcenter.campaigns.models import Campaign, CampaignItem
-from callcenter.contacts.actions import MatchRules, create_contact, match_caller, put_number_in_slot
+from callcenter.contacts.actions import MatchRules, create_contact, match_caller, put_number_in_slot, sole_callers
 from callcenter.contacts.models import Contact
 from callcenter.resources.models import CallCenterSettings, Resource
 
@@ -503,6 +503,14 @@ class _Batch:
                     if group is not None
                 )
         self._resources: dict[str, Resource | None] = {}
+        # The caller matches the batch will need, in two queries: every outside number that rings in it, and those
+        # of legs still waiting for their row (create when answered).
+        wanted = [(event.remote_number, event.direction != wire.Direction.INBOUND) for event in events
+                  if isinstance(event, wire.CallRinging) and event.direction != wire.Direction.INTERNAL]
+        wanted += [(leg.remote_number, leg.direction == "out") for leg in self.legs.values()
+                   if leg.call_id is None and leg.direction in ("in", "out")]
+        self._callers = sole_callers([(number, dialled) for number, dialled in wanted if number],
+                                     rules=context.rules)
         self._contacts: dict[tuple[str, bool, bool], Contact | None] = {}
         self._campaign_items: dict[int, list[CampaignItem]] = {}
         self._legs_to_save: dict[int, CallLeg] = {}
@@ -535,6 +543,8 @@ class _Batch:
         return self._resources[extension]
 
     def contact(self, context: _Context, number: str, *, dialled: bool, internal: bool) -> Contact | None:
+        if not internal and (number, dialled) in self._callers:
+            return self._callers[(number, dialled)]
         key = (number, dialled, internal)
         if key not in self._contacts:
             self._contacts[key] = _matching_contact(context, number, dialled=dialled, internal=internal)

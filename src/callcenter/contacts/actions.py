@@ -173,6 +173,29 @@ def _compiled_match(alias: str, limit: int) -> tuple[str, tuple[object, ...]]:
     return sql, tuple(params)
 
 
+def sole_callers(
+    wanted: Iterable[tuple[str, bool]], *, rules: MatchRules | None = None
+) -> dict[tuple[str, bool], Contact | None]:
+    """For each (raw number, dialled) of ``wanted``: the one contact it matches, or None when it matches none or
+    several -- what ``match_caller(raw, dialled=dialled, limit=2)`` says when it returns exactly one contact. Two
+    queries (per 500 numbers) however many numbers: the lookups of a whole batch of bridge events at once."""
+    rules = rules or MatchRules.current()
+    keys: dict[tuple[str, bool], str] = {}
+    for raw, dialled in set(wanted):
+        key = rules.key(raw, dialled=dialled)
+        keys[(raw, dialled)] = key if key and not numbers.is_internal(raw, rules.internal_digits) else ""
+    owners: dict[str, set[int]] = {}
+    distinct = sorted({key for key in keys.values() if key})
+    for start in range(0, len(distinct), 500):
+        for key, contact_id in ContactPhone.objects.filter(key__in=distinct[start:start + 500]).values_list(
+            "key", "contact_id"
+        ):
+            owners.setdefault(key, set()).add(contact_id)
+    sole = {key: next(iter(ids)) for key, ids in owners.items() if len(ids) == 1}
+    contacts = Contact.objects.in_bulk(set(sole.values()))
+    return {pair: contacts.get(sole[key]) if key in sole else None for pair, key in keys.items()}
+
+
 def match_caller(
     raw: str | None, *, rules: MatchRules | None = None, dialled: bool = False, limit: int = 20
 ) -> list[Contact]:
