@@ -1,0 +1,49 @@
+"""bench/screen_pop.py still runs end to end: a tiny run (a few agents, a low rate, seconds) through the simulated
+PBX, the real bridge, the CRM in a child process and the agents' WebSockets prints one well-formed line per rate and
+loses no pop.
+
+No timing is asserted (speed belongs in the benchmark's own figures); this only keeps the script from rotting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+NUMBER = r"\d+(?:\.\d+)?"
+SUMMARY = re.compile(
+    rf"^screen_pop rate=(?P<rate>{NUMBER})/s agents=10: p50=(?P<p50>{NUMBER})ms p99=(?P<p99>{NUMBER})ms "
+    rf"max={NUMBER}ms lost=(?P<lost>\d+)/(?P<rung>\d+) \| anchor: WebSocket ping round trip on the same server "
+    rf"p50={NUMBER}ms \(n=\d+\), pop/ping ratio={NUMBER}x \| bridge->CRM POST p50={NUMBER}ms \(n=\d+\)"
+    rf"(?: \| calls started up to {NUMBER}s late)?(?P<target> \| target p99<100ms at 50/s: (?:OK|MISSED))? "
+    rf"\| loadavg=\d+\.\d$"
+)
+
+
+@pytest.mark.slow
+def test_a_small_run_prints_one_line_per_rate_and_every_ringing_call_pops() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CALLCENTER_"))}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "screen_pop.py"), "--agents", "10", "--rates", "4,50", "--seconds", "1",
+         "--pings", "5"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2, done.stdout
+    first, second = (SUMMARY.match(line) for line in lines)
+    assert first, lines[0]
+    assert second, lines[1]
+    assert (first["rate"], second["rate"]) == ("4", "50")
+    assert (first["rung"], second["rung"]) == ("4", "50")
+    assert first["lost"] == second["lost"] == "0"
+    assert first["target"] is None  # the target is stated at 50 calls/s only
+    assert second["target"] is not None
+    for found in (first, second):
+        assert 0 < float(found["p50"]) <= float(found["p99"])
