@@ -234,3 +234,17 @@ def test_each_rule_changing_setting_gives_the_same_result(world, monkeypatch, se
 def test_one_batch_holding_everything_gives_the_same_result(world, monkeypatch):
     events = list(synthetic.traffic(100, prefix="eq")) + _special_events()
     _assert_same([events], world, monkeypatch)
+
+
+def test_the_pushes_of_a_batch_read_their_calls_in_a_fixed_number_of_queries(world, monkeypatch,
+                                                                              django_assert_max_num_queries):
+    """However many calls a batch pushes, their messages come from one read (and the settings): a field the message
+    uses but live._MESSAGE_FIELDS leaves out would cost a query per call here."""
+    events = list(synthetic.traffic(40, prefix="q"))
+    hooks: list[Any] = []
+    monkeypatch.setattr(live, "get_channel_layer", lambda: _Pushes())
+    monkeypatch.setattr(live.transaction, "on_commit", hooks.append)
+    receive_events(world, events)
+    [send] = hooks
+    with django_assert_max_num_queries(3):
+        send()
