@@ -105,9 +105,17 @@ class FakeCrm:
     def links(self) -> list[wire.LinkState]:
         return [event for event in self.events if isinstance(event, wire.LinkState)]
 
-    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 15.0) -> None:
+        """Wait until ``predicate`` holds; one that reads a list not filled yet (IndexError) counts as not yet."""
         deadline = time.monotonic() + seconds
-        while not predicate():
+
+        def holds() -> bool:
+            try:
+                return predicate()
+            except IndexError:
+                return False
+
+        while not holds():
             if time.monotonic() > deadline:
                 raise AssertionError(f"the CRM did not get what was expected; it has {self.events!r}")
             await asyncio.sleep(0.02)

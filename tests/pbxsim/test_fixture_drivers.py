@@ -22,7 +22,7 @@ from callcenter.pbxsim import Behaviour, SimulatedPBX
 from tests.pbxsim.amiclient import AMIClient
 from tests.pbxsim.test_crosscheck import by_extension
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "ami"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ami"
 LAB_SECRET = "crmsecret"  # what the drivers send: the simulator gets the lab's manager.conf user
 SPEED = 100.0
 
