@@ -232,7 +232,7 @@ def test_each_rule_changing_setting_gives_the_same_result(world, monkeypatch, se
 
 
 def test_one_batch_holding_everything_gives_the_same_result(world, monkeypatch):
-    events = list(synthetic.traffic(100, prefix="eq")) + _special_events()
+    events = list(synthetic.traffic(50, prefix="eq")) + _special_events()
     _assert_same([events], world, monkeypatch)
 
 
