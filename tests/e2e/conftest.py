@@ -23,12 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Dialog, Locator, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Dialog,
+    Locator,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
+
+from callcenter import demo_product
 from tests.crm.test_serve_and_demo import Running, clean_env
 from tests.e2e.ami import Ami
 from tests.test_demo_product import DemoDatabase, until
-
-from callcenter import demo_product
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -37,7 +46,7 @@ BANNER_END = re.compile(r"Ctrl-C to stop")
 PASSWORDS = {"alice": "demo-alice", "bob": "demo-bob", "carol": "demo-carol"}
 EXTENSIONS = {"alice": "100", "bob": "101"}
 ARTIFACTS = Path(__file__).parent / "artifacts"
-VIEWPORT = {"width": 1440, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1440, "height": 900}
 WAIT_MS = 10_000  # the longest any expectation waits for the product (a passing test waits for state, not this)
 
 expect.set_options(timeout=WAIT_MS)
@@ -155,8 +164,8 @@ def idle(product: Product) -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"the browser tests drive Debian's Chromium at {CHROMIUM}, which is not installed; .ci/run installs "
-                    "it (apt-get install chromium)")
+        pytest.fail(f"the browser tests drive Debian's Chromium at {CHROMIUM}, which is not installed; .ci/run "
+                    "installs it (apt-get install chromium)")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:

@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Locator, expect
-from tests.e2e.conftest import CONTACTS, Product, Screen, Screens, log_in
-from tests.test_demo_product import until
 
 from callcenter import numbers
 from callcenter.crm import demo
+from tests.e2e.conftest import CONTACTS, Product, Screen, Screens, log_in
+from tests.test_demo_product import until
 
 pytestmark = pytest.mark.e2e
 
@@ -195,8 +195,9 @@ def test_transfer_rings_bobs_phone_with_the_caller(product: Product, screens: Sc
     page = screen.page
     number = unknown_number()
     row = incoming(product, screen, number)
-    page.locator("#cc-answer").click()
+    page.locator(".pop button.answer").click()  # the notification window's Answer this time
     expect(row).to_have_attribute("data-state", "up")
+    expect(page.locator(".pop")).to_have_count(0)
 
     page.locator("#cc-number").fill("101")
     since = product.ami.mark()
