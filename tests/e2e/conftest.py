@@ -26,6 +26,7 @@ import pytest
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    ConsoleMessage,
     Dialog,
     Locator,
     Page,
@@ -188,9 +189,12 @@ class Screen:
     page: Page
     confirm: bool = False
     dialogs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # uncaught exceptions and console errors of the page
 
     def __post_init__(self) -> None:
         self.page.on("dialog", self._dialog)
+        self.page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        self.page.on("console", self._console)
 
     def _dialog(self, dialog: Dialog) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
@@ -198,6 +202,11 @@ class Screen:
             dialog.accept()
         else:
             dialog.dismiss()
+
+    def _console(self, message: ConsoleMessage) -> None:
+        url = message.location.get("url", "")
+        if message.type == "error" and not url.endswith("/favicon.ico"):  # Django's admin pages name no icon
+            self.errors.append(f"console: {message.text} ({url})")
 
     def row(self, number: str) -> Locator:
         """The list's row of the call with this number (as received from the PBX)."""
@@ -223,6 +232,7 @@ class Screens:
     browser: Browser
     product: Product
     contexts: list[BrowserContext] = field(default_factory=list)
+    opened: list[Screen] = field(default_factory=list)
 
     def context(self, username: str | None = None) -> BrowserContext:
         state = None
@@ -254,6 +264,7 @@ class Screens:
         """The page at ``path`` as ``username`` (None: nobody logged in); the Call Center screen once its live
         channel is up and, for an agent, Logged in (the state every phone button depends on)."""
         screen = Screen(self.context(username).new_page())
+        self.opened.append(screen)
         screen.page.goto(path)
         if username is not None and path.startswith("/callcenter/"):
             expect(screen.page.locator("#cc-live")).to_have_attribute("data-state", "live")
@@ -271,6 +282,8 @@ def screens(browser: Browser, product: Product) -> Iterator[Screens]:
     opened = Screens(browser, product)
     try:
         yield opened
+        errors = [error for screen in opened.opened for error in screen.errors]
+        assert not errors, "the pages reported errors:\n" + "\n".join(errors)
     finally:
         opened.close()
 

@@ -482,7 +482,10 @@ def test_refresh_needs_a_working_campaign_and_the_only_available_one_is_filled_i
     number = unknown_number()
     product.ami.ring(number, "100")
     expect(screen.row(number)).to_be_visible()
-    page.locator("#cc-refresh").click()
+    with page.expect_response(lambda r: "/callcenter/calls/?" in r.url) as refreshed:
+        page.locator("#cc-refresh").click()
+    assert refreshed.value.ok and "Choose a campaign" not in refreshed.value.text()
+    screen.quiet()
     expect(screen.row(number)).to_be_visible()
     expect(screen.flash()).to_have_count(0)
 
@@ -503,6 +506,9 @@ def test_an_agent_sees_only_her_calls_and_the_administrator_sees_everyones(
     expect(carol.row(bobs).locator("td.resource")).to_have_text("Bob Agent")
     expect(alice.row(alices)).to_be_visible()
     expect(alice.row(bobs)).to_have_count(0)
+    # A pop for Alice's own call; none on Carol's screen, which shows every call but pops only her own.
+    assert [digits(p["number"])[-10:] for p in alice.pops()] == [alices]
+    assert carol.pops() == []
     alice.page.reload()
     expect(alice.row(alices)).to_be_visible()
     expect(alice.row(bobs)).to_have_count(0)
@@ -550,11 +556,17 @@ def test_the_greek_screen_uses_the_manuals_labels(product: Product, screens: Scr
         ("#cc-activity", "Δημιουργία δραστηριότητας"), ("#cc-back", "Πίσω"), ("#cc-delete", "Διαγραφή"),
         ("#cc-redial", "Επανάκληση"), ("#cc-call", "Κλήση"), ("label[for=cc-from]", "Από ημερομηνία"),
         ("label[for=cc-number]", "Αριθμός"), ("#cc-details-title", "Στοιχεία κλήσης"),
+        ("label[for=cc-q]", "Πεδίο αναζήτησης"), ("label[for=cc-campaign-select]", "Καμπάνια"),
+        (".toolbar-label", "Ενέργειες"),
     ]:
         expect(page.locator(selector)).to_have_text(label)
+    for header in ("Αριθμός", "Επαφή", "Διάρκεια", "Δραστηριότητα"):
+        expect(page.locator("#cc-table thead th", has_text=header)).to_have_count(1)
     number = unknown_number()
     row = incoming(product, screen, number)
     expect(row.locator("td.type .badge")).to_have_text("Εισερχόμενη")
     expect(page.locator(".pop .pop-title")).to_have_text("Εισερχόμενη κλήση")
     select_call(screen, row)
+    expect(page.locator("label[for=cc-caller-q]")).to_have_text("Καλών")
+    expect(page.locator("#cc-update")).to_have_text("Ενημέρωση")
     page.screenshot(path=artifacts / "greek-screen.png")
