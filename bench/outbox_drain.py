@@ -15,7 +15,10 @@ What it does:
   (its processed-event rows) and failed none.
 
 Output: progress on stderr; on stdout one summary line per target, starting with "outbox_drain <target>:", with
-events/s, seconds, the ratio to the anchor, and for the CRM whether the 60 s target (scaled to N) is met.
+events/s, seconds, the ratio to the anchor, and for the CRM whether the 60 s target (scaled to N) is met. Each line
+also gives the CPU time the receiving process used during the drain (Linux): on a shared machine the wall time
+depends on what else runs, the CPU time much less (events/cpu-s is the rate one free core would reach; the
+PostgreSQL server's own CPU is not in it).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Drained:
     seconds: float
     requests: int
     failures: int
+    server_cpu: float | None = None  # CPU seconds the receiving process used during the drain (Linux)
 
     def rate(self, events: int) -> float:
         return events / self.seconds if self.seconds else float("inf")
@@ -136,9 +140,18 @@ def child_environment(database_url: str) -> dict[str, str]:
     return env
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (Linux /proc), None where that cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @contextlib.contextmanager
-def serving(command: list[str], port: int, env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """Run ``command`` until the block ends; yields its URL once it accepts connections."""
+def serving(command: list[str], port: int, env: dict[str, str], log_path: Path) -> Iterator[tuple[str, int]]:
+    """Run ``command`` until the block ends; yields its URL and pid once it accepts connections."""
     with log_path.open("ab") as output:
         child = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
@@ -154,7 +167,7 @@ def serving(command: list[str], port: int, env: dict[str, str], log_path: Path) 
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{command[0]} did not listen on port {port}") from None
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", child.pid
     finally:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -180,6 +193,16 @@ def prepare_crm(database_url: str, workdir: Path) -> str:
 # ---- targets ------------------------------------------------------------------------------------------------------
 
 
+def timed_drain(pid: int, template: Path, workdir: Path, url: str, secret: str,
+                options: argparse.Namespace) -> Drained:
+    before = cpu_seconds(pid)
+    drained = drain(template, workdir, url, secret, options.batch_size, options.timeout)
+    after = cpu_seconds(pid)
+    if before is not None and after is not None:
+        drained.server_cpu = after - before
+    return drained
+
+
 def run_anchor(template: Path, workdir: Path, options: argparse.Namespace) -> Drained:
     secret = "anchor-secret-0123456789-abcdef"
     secret_file = workdir / "anchor.secret"
@@ -187,8 +210,8 @@ def run_anchor(template: Path, workdir: Path, options: argparse.Namespace) -> Dr
     port = free_port()
     env = child_environment("sqlite:///unused.sqlite3")
     with serving([sys.executable, str(RECEIVER), str(port), str(secret_file)], port, env, workdir / "anchor.log") \
-            as url:
-        return drain(template, workdir, url, secret, options.batch_size, options.timeout)
+            as (url, pid):
+        return timed_drain(pid, template, workdir, url, secret, options)
 
 
 def run_crm(label: str, database_url: str, count_stored: Callable[[], tuple[int, int]], template: Path,
@@ -197,9 +220,9 @@ def run_crm(label: str, database_url: str, count_stored: Callable[[], tuple[int,
     secret = prepare_crm(database_url, workdir)
     port = free_port()
     command = [*CALLCENTER, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    with serving(command, port, child_environment(database_url), workdir / f"{label}.log") as url:
+    with serving(command, port, child_environment(database_url), workdir / f"{label}.log") as (url, pid):
         log(f"{label}: draining {options.events:,} events to {url} ...")
-        drained = drain(template, workdir, url, secret, options.batch_size, options.timeout)
+        drained = timed_drain(pid, template, workdir, url, secret, options)
     stored, failed = count_stored()
     return drained, stored, failed
 
@@ -266,8 +289,17 @@ def postgres_counts(url: str) -> Callable[[], tuple[int, int]]:
 # ---- report -------------------------------------------------------------------------------------------------------
 
 
+def cpu_note(events: int, drained: Drained) -> str:
+    if drained.server_cpu is None:
+        return "cpu n/a"
+    if drained.server_cpu < 0.1:  # below what /proc's clock ticks resolve well
+        return "cpu <0.1s"
+    return f"cpu {drained.server_cpu:.1f}s = {events / drained.server_cpu:,.0f} events/cpu-s"
+
+
 def anchor_line(events: int, drained: Drained, batch_size: int) -> str:
     return (f"outbox_drain anchor: {events:,} events in {drained.seconds:.1f}s = {drained.rate(events):,.0f} events/s "
+            f"| {cpu_note(events, drained)} "
             f"(batch {batch_size}, {drained.requests} requests; receiver verifies, decodes, acknowledges)")
 
 
@@ -276,7 +308,7 @@ def crm_line(label: str, events: int, drained: Drained, anchor: Drained | None, 
     ratio = f"{drained.seconds / anchor.seconds:.1f}x the anchor's time" if anchor else "no anchor"
     verdict = "OK" if drained.seconds < target else "MISSED"
     return (f"outbox_drain {label}: {events:,} events in {drained.seconds:.1f}s = {drained.rate(events):,.0f} events/s"
-            f" | crm/anchor {ratio} | target < {target:.0f}s for {events:,}: {verdict}"
+            f" | {cpu_note(events, drained)} | crm/anchor {ratio} | target < {target:.0f}s for {events:,}: {verdict}"
             f" | stored {stored:,} once, failed {failed}, retries {drained.failures}")
 
 

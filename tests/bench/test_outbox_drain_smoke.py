@@ -16,12 +16,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NUMBER = r"[\d,]+(?:\.\d+)?"
+CPU = rf"(?:cpu {NUMBER}s = {NUMBER} events/cpu-s|cpu <0\.1s|cpu n/a)"
 ANCHOR = re.compile(
-    rf"^outbox_drain anchor: 1,500 events in {NUMBER}s = {NUMBER} events/s \(batch 200, 8 requests; "
+    rf"^outbox_drain anchor: 1,500 events in {NUMBER}s = {NUMBER} events/s \| {CPU} \(batch 200, 8 requests; "
     r"receiver verifies, decodes, acknowledges\)$"
 )
 CRM = re.compile(
-    rf"^outbox_drain crm-sqlite: 1,500 events in {NUMBER}s = {NUMBER} events/s \| crm/anchor {NUMBER}x the anchor's "
+    rf"^outbox_drain crm-sqlite: 1,500 events in {NUMBER}s = {NUMBER} events/s \| {CPU} \| crm/anchor {NUMBER}x the "
+    rf"anchor's "
     rf"time \| target < {NUMBER}s for 1,500: (?:OK|MISSED) \| stored 1,500 once, failed 0, retries 0$"
 )
 
