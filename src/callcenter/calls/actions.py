@@ -43,9 +43,11 @@ What users do on the Call Center screen (S-4), at the end of this module:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import operator
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -489,7 +491,7 @@ class _Batch:
                         .filter(pbx_call_id__in=chunk)):
                 self.legs[(leg.pbx_call_id, leg.extension)] = leg
         # Each row as last read or written, so an update writes only the fields that changed since.
-        self._stored: dict[int, tuple[Model, dict[str, object]]] = {}
+        self._stored: dict[int, tuple[Model, tuple[object, ...]]] = {}
         for leg in self.legs.values():
             self._remember(leg)
             if leg.call is not None:
@@ -605,13 +607,15 @@ class _Batch:
         """Save ``rows``: the fields that changed since they were read or written, and updated_at (as save() sets
         it), one statement run per set of changed fields."""
         by_fields: dict[tuple[str, ...], list[_Row]] = {}
+        names = _attnames(model)
         for row in rows:
             stored = self._stored.get(id(row))
             now = _values(row)
             if stored is None:
-                changed = tuple(name for name in now if name != "id")
+                changed = tuple(name for name in names if name != "id")
             else:
-                changed = tuple(name for name, value in now.items() if value != stored[1][name] and name != "id")
+                changed = tuple(name for name, value, before in zip(names, now, stored[1], strict=True)
+                                if value != before and name != "id")
             if "updated_at" not in changed:
                 changed += ("updated_at",)
             by_fields.setdefault(changed, []).append(row)
@@ -687,8 +691,19 @@ def _insert_rows(model: type[_Row], rows: Sequence[_Row]) -> None:
         cursor.executemany(sql, params)
 
 
-def _values(row: Model) -> dict[str, object]:
-    return {field.attname: getattr(row, field.attname) for field in row._meta.concrete_fields}
+@functools.cache
+def _attnames(model: type[Model]) -> tuple[str, ...]:
+    return tuple(field.attname for field in model._meta.concrete_fields)
+
+
+@functools.cache
+def _values_getter(model: type[Model]) -> Callable[[Model], tuple[object, ...]]:
+    return operator.attrgetter(*_attnames(model))
+
+
+def _values(row: Model) -> tuple[object, ...]:
+    """The row's field values, in _attnames() order."""
+    return _values_getter(type(row))(row)
 
 
 def _update_rows(model: type[_Row], rows: Sequence[_Row], names: Sequence[str]) -> None:
