@@ -136,6 +136,7 @@ def test_an_incoming_call_pops_within_one_second_of_ringing(
     row = screen.row(number)
     expect(row).to_have_attribute("data-state", "ringing")
     select_call(screen, row)
+    expect(page.locator("#cc-number")).to_have_value(number)  # S-4.9: selecting a call fills its number in
     expect(page.locator("#cc-answer")).to_be_enabled()
     expect(pop).to_be_visible()  # still there (10 s) for the picture
     page.screenshot(path=artifacts / "popped-call.png")
@@ -180,6 +181,7 @@ def test_answer_and_end_call_reach_the_simulated_pbx(product: Product, screens: 
                          and m.get("Channel", "").startswith("PJSIP/100-"), "Alice's phone picked up", since=since)
     expect(row).to_have_attribute("data-state", "up")
     expect(page.locator("#cc-status-data")).to_have_attribute("data-call-answered", "1")
+    expect(page.locator("#cc-answer")).to_be_disabled()  # nothing rings any more
 
     since = product.ami.mark()
     page.locator("#cc-hangup").click()
@@ -281,6 +283,7 @@ def test_keypad_digits_back_and_delete_edit_the_number_and_call_and_redial_dial_
     expect(rows.first.locator("td.type .badge")).to_have_text("Outgoing")
     page.locator("#cc-hangup").click()
     expect(rows.first).to_have_attribute("data-state", "ended")
+    assert screen.pops() == []  # notification windows are for incoming calls only
 
 
 # ---- link to contact (S-4.17) -------------------------------------------------------------------------------------
