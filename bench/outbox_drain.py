@@ -307,8 +307,9 @@ def crm_line(label: str, events: int, drained: Drained, anchor: Drained | None, 
     target = TARGET_SECONDS * events / TARGET_EVENTS
     ratio = f"{drained.seconds / anchor.seconds:.1f}x the anchor's time" if anchor else "no anchor"
     verdict = "OK" if drained.seconds < target else "MISSED"
+    shown_target = f"{target:.0f}" if target >= 10 else f"{target:.1f}"
     return (f"outbox_drain {label}: {events:,} events in {drained.seconds:.1f}s = {drained.rate(events):,.0f} events/s"
-            f" | {cpu_note(events, drained)} | crm/anchor {ratio} | target < {target:.0f}s for {events:,}: {verdict}"
+            f" | {cpu_note(events, drained)} | crm/anchor {ratio} | target < {shown_target}s for {events:,}: {verdict}"
             f" | stored {stored:,} once, failed {failed}, retries {drained.failures}")
 
 
