@@ -53,7 +53,8 @@ from typing import Any, Protocol, TypeVar
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import Model, Q
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, Model, Q
 from django.db.models.functions import Right
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -657,8 +658,7 @@ def _insert_returning_ids(model: type[_New], rows: list[_New]) -> list[_New]:
     with connection.cursor() as cursor:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start:start + per_statement]
-            params = [field.get_db_prep_save(field.pre_save(row, True), connection)
-                      for row in chunk for field in fields]
+            params = [value for row_values in _prepared(chunk, fields, connection, add=True) for value in row_values]
             values = ", ".join([one_row] * len(chunk))
             returning = quote(str(meta.pk.column))
             sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {values} RETURNING {returning}"  # noqa: S608
@@ -686,9 +686,22 @@ def _insert_rows(model: type[_Row], rows: Sequence[_Row]) -> None:
     columns = ", ".join(quote(str(field.column)) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608 - model's names
-    params = [[field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields] for row in rows]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        cursor.executemany(sql, _prepared(rows, fields, connection, add=True))
+
+
+def _prepared(rows: Sequence[Model], fields: Sequence[Field[Any, Any]], connection: BaseDatabaseWrapper, *,
+              add: bool) -> list[list[Any]]:
+    """Each row's values of ``fields`` as save() sends them to the database: field.pre_save() (which sets auto_now
+    fields) then field.get_db_prep_save(). A field that keeps Field.pre_save() is read directly, which is all that
+    method does; this runs for every value a batch writes."""
+    steps = [(field.attname, field.get_db_prep_save,
+              None if type(field).pre_save is Field.pre_save else field.pre_save) for field in fields]
+    return [
+        [prepare(getattr(row, attname) if pre_save is None else pre_save(row, add), connection)
+         for attname, prepare, pre_save in steps]
+        for row in rows
+    ]
 
 
 @functools.cache
@@ -720,9 +733,7 @@ def _update_rows(model: type[_Row], rows: Sequence[_Row], names: Sequence[str]) 
     quote = connection.ops.quote_name
     table, pk = quote(meta.db_table), quote(str(meta.pk.column))
     columns: list[str] = [quote(str(field.column)) for field in fields]
-    prepared: list[list[Any]] = [
-        [field.get_db_prep_save(field.pre_save(row, False), connection) for field in fields] for row in rows
-    ]
+    prepared = _prepared(rows, fields, connection, add=False)
     if connection.vendor == "postgresql":
         types = [str(field.db_type(connection)) for field in fields]
         arrays = ", ".join([f"%s::{meta.pk.rel_db_type(connection)}[]"] + [f"%s::{kind}[]" for kind in types])
