@@ -331,7 +331,7 @@ async def run_rate(rate: float, options: argparse.Namespace, pbx: Any, screens: 
     popped_by: dict[str, float] = {}
     while loop.time() < deadline:
         popped_by = {number: at for screen in screens for number, at in screen.pops.items()}
-        if all(number in popped_by for number in placed if number in ringing.at):
+        if all(number in ringing.at and number in popped_by for number in placed):
             break
         await asyncio.sleep(0.05)
     stop_pinging.set()

@@ -59,13 +59,17 @@ def search_condition(text: str, rules: MatchRules) -> Q:
     if not text:
         return Q()
     folded = fold_for_search(text)
-    condition = Q(contact__search_text__contains=folded)
     digits = numbers.digits_only(text) if looks_like_a_number(text) else ""
-    if digits:
-        condition |= Q(number_digits__contains=digits)
-        if len(digits) >= rules.digits_to_scan:
-            key = rules.key(digits)
-            condition |= Q(number_key=key) | Q(contact__in=ContactPhone.objects.filter(key=key).values("contact_id"))
+    if not digits:
+        return Q(contact__search_text__contains=folded)
+    # A part of a number matches no index, so a number search reads every call of the range: keep the test of each
+    # row cheap. The contacts whose name holds the text are found once, not joined to every row read (the same rows;
+    # 2x faster for an administrator's week of calls, bench/call_list.py).
+    condition = Q(contact__in=Contact.objects.filter(search_text__contains=folded).values("pk"))
+    condition |= Q(number_digits__contains=digits)
+    if len(digits) >= rules.digits_to_scan:
+        key = rules.key(digits)
+        condition |= Q(number_key=key) | Q(contact__in=ContactPhone.objects.filter(key=key).values("contact_id"))
     return condition
 
 
