@@ -258,3 +258,74 @@ async def test_a_new_call_with_an_auto_created_activity_names_it_for_auto_open(a
     call = await database_sync_to_async(Call.objects.select_related("activity").get)()
     assert push["new"] and push["activity_id"] == call.activity.pk
     await screen.disconnect()
+
+
+@pytest.fixture
+def when_answered(on):
+    on.create_call_when_answered = True
+    on.save()
+    return on
+
+
+async def test_create_when_answered_pops_each_ringing_agent_from_its_leg_after_commit(alice, bob, carol,
+                                                                                        when_answered):
+    """S-3.7 + S-4.19: no row until someone answers, yet every ringing agent gets its pop (leg.ringing) after commit,
+    an agent whose phone did not ring and an administrator get nothing, and the pop goes (leg.ended) once the call
+    is answered elsewhere."""
+    await database_sync_to_async(create_contact)(first_name=XSS, last_name="Π.", phones=["2101234567"])
+    screens = {r.extension: await _connected(r) for r in (alice, bob, carol)}
+    e = NowEvents()
+
+    class Undo(Exception):
+        pass
+
+    def roll_back() -> None:
+        try:
+            with transaction.atomic():
+                receive_events(None, [e.ringing("100", 100, name="ACME"), e.ringing("101", 100, name="ACME")])
+                raise Undo
+        except Undo:
+            pass
+
+    await database_sync_to_async(roll_back)()
+    for screen in screens.values():
+        assert await screen.receive_nothing(timeout=0.3)  # a rolled-back write pushes nothing
+
+    def ring() -> None:
+        with transaction.atomic():
+            receive_events(None, [e.ringing("100", 100, name="ACME"), e.ringing("101", 100, name="ACME")])
+            assert async_to_sync(screens["100"].receive_nothing)(timeout=0.3)  # still inside the transaction
+
+    await database_sync_to_async(ring)()
+    assert await database_sync_to_async(Call.objects.count)() == 0
+    for ext, resource in (("100", alice), ("101", bob)):
+        [push] = await _pushes(screens[ext])
+        assert push["type"] == "leg.ringing" and push["resource_id"] == resource.pk
+        assert (push["pbx_call_id"], push["extension"]) == (e.call_id, ext)
+        assert push["incoming"] is True and push["state"] == "ringing"
+        assert push["number"] == "+30 21 0123 4567" and push["caller_name"] == "ACME"
+        assert push["contact"] == f"{XSS} Π."  # data: the script writes it with textContent, never as markup
+    assert await screens["199"].receive_nothing(timeout=0.3)  # an administrator whose phone did not ring
+
+    await database_sync_to_async(receive_events)(None, [e.answered("101", 103),
+                                                        e.ended("100", 103, answered_elsewhere=True)])
+    alice_pushes = await _pushes(screens["100"])
+    assert [(p["type"], p["pbx_call_id"], p["extension"]) for p in alice_pushes] == [("leg.ended", e.call_id, "100")]
+    bob_pushes = await _pushes(screens["101"])
+    assert [p["type"] for p in bob_pushes] == ["leg.ended", "call.changed"]  # his pop gives way to his call's
+    assert bob_pushes[1]["new"] is True and bob_pushes[1]["state"] == "up"
+    carol_pushes = await _pushes(screens["199"])
+    assert [p["type"] for p in carol_pushes] == ["call.changed"]
+    for screen in screens.values():
+        await screen.disconnect()
+
+
+async def test_create_when_answered_a_call_that_ends_unanswered_takes_its_pop_away(alice, when_answered):
+    screen = await _connected(alice)
+    e = NowEvents()
+    await database_sync_to_async(receive_events)(None, [e.ringing("100", 100)])
+    assert [p["type"] for p in await _pushes(screen)] == ["leg.ringing"]
+    await database_sync_to_async(receive_events)(None, [e.ended("100", 130)])
+    assert [p["type"] for p in await _pushes(screen)] == ["leg.ended"]
+    assert await database_sync_to_async(Call.objects.count)() == 0
+    await screen.disconnect()

@@ -265,6 +265,8 @@ def project(context: _Context, leg: CallLeg, store: _Store | None = None) -> Cal
     call = leg.call
     if call is None:
         if inbound and settings.create_call_when_answered and not leg.transferred_from:
+            # No row yet: the ringing agent's pop comes from the leg, and goes once the leg is answered or ends.
+            _push_leg(context, leg, store, ringing=leg.answered_at is None and leg.ended_at is None)
             if leg.answered_at is None:
                 return None
             call = _create_call(context, leg, store, answer_group=leg.pbx_call_id)
@@ -281,6 +283,23 @@ def project(context: _Context, leg: CallLeg, store: _Store | None = None) -> Cal
     store.save_call(call)
     store.changed(call, new=new)
     return call
+
+
+def _push_leg(context: _Context, leg: CallLeg, store: _Store, *, ringing: bool) -> None:
+    """``leg.ringing`` (what the pop shows) or ``leg.ended`` for the resource owning the leg's extension, if any."""
+    resource = store.resource(leg.extension)
+    if resource is None:
+        return
+    if not ringing:
+        store.leg_changed(live.leg_message(False, pbx_call_id=leg.pbx_call_id, extension=leg.extension,
+                                           resource_id=resource.pk))
+        return
+    contact = store.contact(context, leg.remote_number, dialled=False, internal=leg.direction.startswith("internal"))
+    store.leg_changed(live.leg_message(
+        True, pbx_call_id=leg.pbx_call_id, extension=leg.extension, resource_id=resource.pk,
+        number=numbers.display(leg.remote_number, context.settings.phone_region),
+        contact=contact.display_name if contact is not None else "", caller_name=leg.remote_name,
+    ))
 
 
 def _create_call(context: _Context, leg: CallLeg, store: _Store, *, answer_group: str | None) -> Call | None:
@@ -435,6 +454,7 @@ class _Store(Protocol):
     def add_activity(self, call: Call, activity_type: ActivityType, settings: CallCenterSettings) -> None: ...
     def save_call(self, call: Call) -> None: ...
     def changed(self, call: Call, *, new: bool) -> None: ...
+    def leg_changed(self, message: dict[str, Any]) -> None: ...  # a leg.ringing / leg.ended push
 
 
 class _RowByRow:
@@ -467,6 +487,9 @@ class _RowByRow:
 
     def changed(self, call: Call, *, new: bool) -> None:
         live.call_changed(call, new=new)
+
+    def leg_changed(self, message: dict[str, Any]) -> None:
+        live.leg_changed(message)
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
@@ -519,7 +542,7 @@ class _Batch:
         self._legs_to_save: dict[int, CallLeg] = {}
         self._calls_to_save: dict[int, Call] = {}
         self._activities: list[tuple[Activity, bool]] = []
-        self._pushes: list[tuple[Call, bool]] = []
+        self._pushes: list[tuple[Call, bool] | dict[str, Any]] = []
 
     def apply(self, events: Sequence[wire.Event]) -> None:
         for event in events:
@@ -573,6 +596,9 @@ class _Batch:
 
     def changed(self, call: Call, *, new: bool) -> None:
         self._pushes.append((call, new))
+
+    def leg_changed(self, message: dict[str, Any]) -> None:
+        self._pushes.append(message)
 
     # writing
     def write(self) -> None:

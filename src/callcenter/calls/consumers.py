@@ -88,3 +88,9 @@ class CallCenterConsumer(AsyncJsonWebsocketConsumer):
 
     async def bridge_changed(self, event: dict[str, Any]) -> None:
         await self._forward(event)
+
+    async def leg_ringing(self, event: dict[str, Any]) -> None:
+        await self._forward(event)
+
+    async def leg_ended(self, event: dict[str, Any]) -> None:
+        await self._forward(event)

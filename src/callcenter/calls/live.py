@@ -7,6 +7,11 @@ Messages (each carries a ``push_id``, so a screen in two groups - an administrat
 - ``call.changed``: a call row was created or changed. What the notification window needs (S-4.19) is read from the
   committed row when the transaction commits: number as displayed, contact, kind, state, whether it is new and
   incoming, its activity (for auto-open, S-3.10). The browser renders these as text, never as markup.
+- ``leg.ringing`` / ``leg.ended``: with "create call when answered" (S-3.7) an inbound group call has no row until
+  someone answers, so each ringing agent's pop comes from its leg instead: ``leg.ringing`` (number as displayed,
+  contact when exactly one matches, caller name) while its phone rings, ``leg.ended`` once that leg is answered
+  (its row follows as ``call.changed``), answered elsewhere or ended. Keyed by ``pbx_call_id`` + ``extension``; sent
+  to the resource that owns the extension only (nobody when no resource owns it).
 - ``calls.cleared``: rows removed by Clear selected / Clear all (S-4.15/4.16).
 - ``agent.changed``: the PBX reported Busy (DND) for a resource (S-4.6).
 - ``bridge.changed``: a bridge reported its link (S-4.5).
@@ -104,6 +109,20 @@ def _call_message(call_id: int, *, new: bool, resource_id: int | None, call: Cal
     return message
 
 
+def leg_message(ringing: bool, *, pbx_call_id: str, extension: str, resource_id: int, number: str = "",
+                contact: str = "", caller_name: str = "") -> dict[str, Any]:
+    """A ``leg.ringing`` or ``leg.ended`` message (built when the rules run: there is no row to read at commit)."""
+    message: dict[str, Any] = {"type": "leg.ringing" if ringing else "leg.ended", "pbx_call_id": pbx_call_id,
+                               "extension": extension, "resource_id": resource_id}
+    if ringing:
+        message.update(incoming=True, state="ringing", number=number, contact=contact, caller_name=caller_name)
+    return message
+
+
+def leg_changed(message: dict[str, Any]) -> None:
+    _send_on_commit([resource_group(message["resource_id"])], message)
+
+
 def call_changed(call: Call, *, new: bool) -> None:
     call_id, resource_id = call.pk, call.resource_id
     _send_on_commit(_groups_for(resource_id), lambda: call_message(call_id, new=new, resource_id=resource_id))
@@ -114,11 +133,14 @@ def call_changed(call: Call, *, new: bool) -> None:
 _remembered_display = functools.lru_cache(maxsize=4096)(numbers.display)
 
 
-def calls_changed(changes: Sequence[tuple[Call, bool]]) -> None:
+def calls_changed(changes: Sequence[tuple[Call, bool] | dict[str, Any]]) -> None:
     """call_changed() for each (call, new) in order, as one commit hook: the same messages to the same groups in the
     same order, with the committed rows read in one query and one hop to the event loop for all the sends (what a
-    batch of bridge events needs)."""
-    pending = [(call.pk, new, call.resource_id) for call, new in changes]
+    batch of bridge events needs). A dict is a leg message, sent in its place as leg_changed() sends it."""
+    pending: list[tuple[int, bool, int | None] | dict[str, Any]] = [
+        change if isinstance(change, dict) else (change[0].pk, change[1], change[0].resource_id)
+        for change in changes
+    ]
     if not pending:
         return
 
@@ -128,14 +150,18 @@ def calls_changed(changes: Sequence[tuple[Call, bool]]) -> None:
             return
         try:
             calls = Call.objects.select_related("contact", "activity").only(*_MESSAGE_FIELDS).in_bulk(
-                {call_id for call_id, _n, _r in pending}
+                {item[0] for item in pending if not isinstance(item, dict)}
             )
             region = CallCenterSettings.load().phone_region
         except Exception:  # noqa: BLE001 - a push is best effort; the screen reloads on reconnect
             log.warning("live pushes could not be built", exc_info=True)
             return
         outgoing: list[tuple[list[str], dict[str, Any]]] = []
-        for call_id, new, resource_id in pending:
+        for item in pending:
+            if isinstance(item, dict):
+                outgoing.append(([resource_group(item["resource_id"])], {**item, "push_id": uuid.uuid4().hex}))
+                continue
+            call_id, new, resource_id = item
             try:
                 message = _call_message(call_id, new=new, resource_id=resource_id, call=calls.get(call_id),
                                         region=region, display=_remembered_display)
