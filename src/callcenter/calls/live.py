@@ -84,7 +84,7 @@ def call_message(call_id: int, *, new: bool, resource_id: int | None) -> dict[st
 # batch of bridge events touches): name a field here when the message starts using it, or each push of a batch
 # costs a query (tests/calls/test_batch_equivalence.py counts them).
 _MESSAGE_FIELDS = ("resource", "kind", "state", "direction", "number", "contact", "caller_name", "started_at",
-                   "answered_at", "contact__first_name", "contact__last_name", "contact__company", "activity__id")
+                   "answered_at", "pbx_call_id", "extension", "contact__first_name", "contact__last_name", "contact__company", "activity__id")
 
 
 def _call_message(call_id: int, *, new: bool, resource_id: int | None, call: Call | None, region: str,
@@ -105,6 +105,8 @@ def _call_message(call_id: int, *, new: bool, resource_id: int | None, call: Cal
         activity_id=activity.pk if activity is not None else None,
         started_at=call.started_at.isoformat(),
         answered_at=call.answered_at.isoformat() if call.answered_at else None,
+        pbx_call_id=call.pbx_call_id,  # with extension: the key of a leg.ringing pop this row follows
+        extension=call.extension,
     )
     return message
 

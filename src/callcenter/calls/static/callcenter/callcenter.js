@@ -361,11 +361,19 @@
   // ---- notifications (S-4.19, S-3.5, S-3.10) ----------------------------------------------------------------------
 
   const popped = new Set();
+  const legPops = new Map(); // "pbx call id|extension" -> the pop shown from leg.ringing (no row yet, S-3.7)
+
+  function legKey(message) {
+    return String(message.pbx_call_id) + "|" + String(message.extension);
+  }
 
   function pop(message) {
-    if (popped.has(message.call_id)) return;
-    popped.add(message.call_id);
+    const leg = message.type === "leg.ringing";
+    const key = leg ? "leg:" + legKey(message) : message.call_id;
+    if (popped.has(key)) return;
+    popped.add(key);
     const box = el("div", "pop");
+    if (leg) legPops.set(legKey(message), box);
     box.setAttribute("role", "alert");
     const head = el("div", "pop-head");
     head.appendChild(el("span", "pop-title", message.incoming ? S.incoming_call : S.outgoing_call));
@@ -383,9 +391,10 @@
       const answer = el("button", "answer", S.answer);
       answer.type = "button";
       answer.addEventListener("click", () => {
-        const row = document.getElementById("call-" + message.call_id);
+        // A leg has no row: the server answers whatever rings on this phone (the phone state from its legs).
+        const row = leg ? null : document.getElementById("call-" + message.call_id);
         if (row) select(row, { focus: false });
-        else $("#cc-selected-call").value = String(message.call_id);
+        else if (!leg) $("#cc-selected-call").value = String(message.call_id);
         htmx.ajax("POST", config.urls.answer, { source: "#cc-answer", target: "#cc-answer", swap: "none" });
         box.remove();
       });
@@ -397,27 +406,36 @@
       open.addEventListener("click", () => openActivity(urlFor(config.urls.activity, message.activity_id)));
       actions.appendChild(open);
     }
-    const show = el("button", "", S.show);
-    show.type = "button";
-    show.addEventListener("click", () => {
-      const row = document.getElementById("call-" + message.call_id);
-      if (row) select(row);
-      box.remove();
-    });
-    actions.appendChild(show);
+    if (!leg) {
+      const show = el("button", "", S.show);
+      show.type = "button";
+      show.addEventListener("click", () => {
+        const row = document.getElementById("call-" + message.call_id);
+        if (row) select(row);
+        box.remove();
+      });
+      actions.appendChild(show);
+    }
     box.appendChild(actions);
     $("#cc-pops").prepend(box);
     setTimeout(() => box.remove(), Math.max(1, config.notify_seconds) * 1000);
+  }
+
+  function unpopLeg(message) {
+    const box = legPops.get(legKey(message));
+    legPops.delete(legKey(message));
+    if (box) box.remove();
   }
 
   function desktopNotification(message) {
     if (!("Notification" in window) || Notification.permission !== "granted") return;
     const title = message.incoming ? S.incoming_call : S.outgoing_call;
     const text = [message.number || S.unknown_caller, message.contact || message.caller_name || ""].join("\n").trim();
-    const notice = new Notification(title, { body: text, tag: "call-" + message.call_id });
+    const tag = message.type === "leg.ringing" ? "leg-" + legKey(message) : "call-" + message.call_id;
+    const notice = new Notification(title, { body: text, tag: tag });
     notice.onclick = () => {
       window.focus();
-      const row = document.getElementById("call-" + message.call_id);
+      const row = message.call_id ? document.getElementById("call-" + message.call_id) : null;
       if (row) select(row);
       notice.close();
     };
@@ -430,7 +448,9 @@
       try { window.focus(); } catch (error) { /* not allowed: the notification below stands in */ }
       if (document.hidden) desktopNotification(message);
     }
-    if (message.incoming && config.notify) pop(message);
+    // A row that follows a leg already popped (S-3.7, answered here) does not pop again.
+    const poppedAsLeg = message.type === "call.changed" && message.pbx_call_id && popped.has("leg:" + legKey(message));
+    if (message.incoming && config.notify && !poppedAsLeg) pop(message);
     if (message.incoming && config.auto_open && message.activity_id) {
       openActivity(urlFor(config.urls.activity, message.activity_id)); // S-3.10
     }
@@ -468,6 +488,19 @@
         if (config.resource_id !== null && message.resource_id === config.resource_id) {
           refreshStatus();
           if (message.new) onNewCall(message);
+        }
+        break;
+      case "leg.ringing":
+        // S-3.7 create when answered: no row until someone answers, but this phone rings: pop from the leg.
+        if (config.resource_id !== null && message.resource_id === config.resource_id) {
+          refreshStatus();
+          onNewCall(message);
+        }
+        break;
+      case "leg.ended":
+        if (config.resource_id !== null && message.resource_id === config.resource_id) {
+          unpopLeg(message);
+          refreshStatus();
         }
         break;
       case "calls.cleared":
