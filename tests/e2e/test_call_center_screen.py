@@ -569,6 +569,14 @@ def test_the_greek_screen_uses_the_manuals_labels(product: Product, screens: Scr
     row = incoming(product, screen, number)
     expect(row.locator("td.type .badge")).to_have_text("Εισερχόμενη")
     expect(page.locator(".pop .pop-title")).to_have_text("Εισερχόμενη κλήση")
+    pop = page.locator(".pop").first
+    buttons = [b.bounding_box() for b in pop.locator(".pop-actions button").all()]
+    assert len(buttons) >= 2 and len({round(b["y"]) for b in buttons}) == 1, f"the pop's buttons wrap: {buttons}"
+    assert pop.locator(".pop-actions button").evaluate_all(
+        "(buttons) => buttons.every((b) => b.scrollWidth <= b.clientWidth)"), "a pop button's label is cut"
+    box, details = pop.bounding_box(), page.locator("section[aria-labelledby=cc-details-title]").bounding_box()
+    assert box["y"] + box["height"] <= details["y"] or box["y"] >= details["y"] + details["height"], (
+        "the pop covers the call details")
     select_call(screen, row)
     expect(page.locator("label[for=cc-caller-q]")).to_have_text("Καλών")
     expect(page.locator("#cc-update")).to_have_text("Ενημέρωση")

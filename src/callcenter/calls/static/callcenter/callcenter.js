@@ -401,7 +401,7 @@
       actions.appendChild(answer);
     }
     if (message.activity_id) {
-      const open = el("button", "", S.open_activity);
+      const open = el("button", "open", S.open_activity);
       open.type = "button";
       open.addEventListener("click", () => openActivity(urlFor(config.urls.activity, message.activity_id)));
       actions.appendChild(open);
@@ -417,8 +417,16 @@
       actions.appendChild(show);
     }
     box.appendChild(actions);
+    placePops();
     $("#cc-pops").prepend(box);
     setTimeout(() => box.remove(), Math.max(1, config.notify_seconds) * 1000);
+  }
+
+  function placePops() {
+    // Just below the filters bar while it is in view (its height depends on the language and the width).
+    const top = $(".cc-top");
+    const bottom = top ? top.getBoundingClientRect().bottom : 0;
+    $("#cc-pops").style.top = Math.max(8, Math.round(bottom) + 8) + "px";
   }
 
   function unpopLeg(message) {
