@@ -84,7 +84,8 @@ def call_message(call_id: int, *, new: bool, resource_id: int | None) -> dict[st
 # batch of bridge events touches): name a field here when the message starts using it, or each push of a batch
 # costs a query (tests/calls/test_batch_equivalence.py counts them).
 _MESSAGE_FIELDS = ("resource", "kind", "state", "direction", "number", "contact", "caller_name", "started_at",
-                   "answered_at", "pbx_call_id", "extension", "contact__first_name", "contact__last_name", "contact__company", "activity__id")
+                   "answered_at", "pbx_call_id", "extension", "contact__first_name", "contact__last_name",
+                   "contact__company", "activity__id")
 
 
 def _call_message(call_id: int, *, new: bool, resource_id: int | None, call: Call | None, region: str,
