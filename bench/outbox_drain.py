@@ -4,7 +4,8 @@ What it does:
 - Queues N (default 240,000) realistic call events in a bridge outbox (callcenter.bridge.synthetic: calls ringing a
   group of two agents, answered, missed and outgoing, interleaved by time as a PBX reports them, ~4.3 events per
   call), as a CRM outage would leave them. The filled outbox file is copied for every target.
-- Drains a copy with the product's Deliverer (batches of --batch-size, signed, one keep-alive connection) to:
+- Drains a copy with the product's Deliverer (batches of --batch-size, by default the bridge's own; signed; one
+  keep-alive connection) to:
   * anchor: a receiver that only verifies the signature, decodes the batch and acknowledges it (uvicorn, no
     database; bench/_drain_receiver.py) -- the transport ceiling;
   * crm-sqlite: the real CRM (`callcenter serve` in a child process) on a fresh SQLite file with the demo data
@@ -314,9 +315,12 @@ def crm_line(label: str, events: int, drained: Drained, anchor: Drained | None, 
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    from callcenter.bridge.delivery import DEFAULT_BATCH_SIZE
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=TARGET_EVENTS, help="events to queue (default 240,000)")
-    parser.add_argument("--batch-size", type=int, default=500, help="events per request (default 500)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"events per request (default {DEFAULT_BATCH_SIZE}, the bridge's own)")
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both",
                         help="CRM database(s); postgres is skipped when unreachable (default both)")
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres",

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH: Final = "/bridge/v1/events"
 SPLIT_STATUSES: Final = frozenset({400, 413})
+# Events per request. The CRM takes at most 5000 (wire.EventBatch); a synthetic call event encodes to ~240 bytes
+# (at most ~280), so 2000 is ~0.5 MB, well under the CRM's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default); a batch
+# that is still too large gets a 413 and is split in halves. Larger batches cost the CRM less per event.
+DEFAULT_BATCH_SIZE: Final = 2000
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class Deliverer:
         bridge_id: str,
         secret: str,
         *,
-        batch_size: int = 500,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         client: httpx.AsyncClient | None = None,
         timeout: float = 10.0,
         backoff_first: float = 0.2,
