@@ -263,6 +263,15 @@ class RateResult:
     round_trips: list[float]
     posts: list[float]
     behind: float  # how late the last call started (the machine could not keep the rate)
+    crm_cpu: float  # CPU seconds the CRM process used during the rate
+    load_cpu: float  # CPU seconds this process (simulator, bridge, screens) used
+    seconds: float  # wall seconds the rate took (calls and the wait for the last pops)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Ringing:
@@ -283,8 +292,58 @@ class Ringing:
         self.at.setdefault(digits, now)
 
 
+class Trace:
+    """--breakdown: when each call's ringing left the bridge's connector (emit), and when the POST that carried it
+    began and got its answer, keyed like Ringing."""
+
+    def __init__(self) -> None:
+        self.emitted: dict[str, float] = {}
+        self.posted: dict[str, float] = {}
+        self.answered: dict[str, float] = {}
+        self._in_flight: dict[int, list[str]] = {}
+
+    def emit(self, event: Any) -> None:
+        from callcenter import wire
+
+        if isinstance(event, wire.CallRinging):
+            self.emitted.setdefault(event.remote_number[-10:], time.time())
+
+    def request(self, request: Any) -> None:
+        now = time.time()
+        body = json.loads(request.content)
+        ringing = [event["remote_number"][-10:] for event in body.get("events", ())
+                   if event.get("type") == "call.ringing"]
+        for number in ringing:
+            self.posted.setdefault(number, now)
+        self._in_flight[id(request)] = ringing
+
+    def response(self, response: Any) -> None:
+        now = time.time()
+        for number in self._in_flight.pop(id(response.request), ()):
+            self.answered.setdefault(number, now)
+
+    def log(self, ringing: Ringing, pops: dict[str, float], numbers: Sequence[str]) -> None:
+        stages = {"PBX write -> bridge emit": (ringing.at, self.emitted), "emit -> POST start": (self.emitted,
+                  self.posted), "POST start -> CRM answer": (self.posted, self.answered),
+                  "POST start -> pop": (self.posted, pops)}
+        for name, (first, second) in stages.items():
+            gaps = sorted(second[n] - first[n] for n in numbers if n in first and n in second)
+            if gaps:
+                log(f"  {name}: p50={fmt_ms(percentile(gaps, 0.5))} p99={fmt_ms(percentile(gaps, 0.99))} "
+                    f"max={fmt_ms(gaps[-1])}")
+        slowest = sorted((n for n in numbers if n in pops and n in ringing.at),
+                         key=lambda n: pops[n] - ringing.at[n])[-5:]
+        for n in slowest:
+            start = ringing.at[n]
+            marks = [f"{name} +{fmt_ms(at[n] - start)}" for name, at in (("emit", self.emitted), ("POST", self.posted),
+                     ("answer", self.answered), ("pop", pops)) if n in at]
+            log(f"  slow call {n} at {time.strftime('%H:%M:%S', time.localtime(start))}.{int(start % 1 * 1000):03d}: "
+                f"{', '.join(marks)}")
+
+
 async def run_rate(rate: float, options: argparse.Namespace, pbx: Any, screens: list[Screen], ringing: Ringing,
-                   posts: list[float], numbers_iter: Iterator[tuple[str, str]]) -> RateResult:
+                   posts: list[float], numbers_iter: Iterator[tuple[str, str]], crm_pid: int,
+                   trace: Trace | None = None) -> RateResult:
     from callcenter.pbxsim import Behaviour
 
     rng = random.Random(int(rate * 1000) + options.seed)
@@ -312,6 +371,7 @@ async def run_rate(rate: float, options: argparse.Namespace, pbx: Any, screens: 
                 await asyncio.wait_for(stop_pinging.wait(), interval)
 
     pinging = asyncio.create_task(pinger())
+    crm_cpu, load_cpu = cpu_seconds(crm_pid), cpu_seconds(os.getpid())
     start = loop.time()
     behind = 0.0
     for index in range(total):
@@ -336,12 +396,17 @@ async def run_rate(rate: float, options: argparse.Namespace, pbx: Any, screens: 
         await asyncio.sleep(0.05)
     stop_pinging.set()
     await pinging
+    crm_cpu, load_cpu = cpu_seconds(crm_pid) - crm_cpu, cpu_seconds(os.getpid()) - load_cpu
+    seconds = loop.time() - start
     rung = [number for number in placed if number in ringing.at]
     latencies = sorted(popped_by[number] - ringing.at[number] for number in rung if number in popped_by)
     round_trips = sorted(rt for screen in screens for rt in screen.round_trips)
+    if trace is not None:
+        trace.log(ringing, popped_by, rung)
     # Let the last calls end and reach the CRM before the next rate.
     await asyncio.sleep(ring + talk + 0.5)
-    return RateResult(rate, len(placed), len(rung), len(latencies), latencies, round_trips, sorted(posts), behind)
+    return RateResult(rate, len(placed), len(rung), len(latencies), latencies, round_trips, sorted(posts), behind,
+                      crm_cpu, load_cpu, seconds)
 
 
 def report(result: RateResult, agents: int) -> str:
@@ -363,6 +428,9 @@ def report(result: RateResult, agents: int) -> str:
                  f"(n={len(result.round_trips)}), pop/ping ratio={ratio:.1f}x")
     if result.posts:
         line += f" | bridge->CRM POST p50={fmt_ms(percentile(result.posts, 0.5))} (n={len(result.posts)})"
+    line += (f" | CPU per call: CRM {fmt_ms(result.crm_cpu / max(1, result.placed))} "
+             f"({result.crm_cpu / result.seconds:.0%} of a core), PBX+bridge+screens "
+             f"{fmt_ms(result.load_cpu / max(1, result.placed))} ({result.load_cpu / result.seconds:.0%})")
     if result.behind > 0.05:
         line += f" | calls started up to {result.behind:.2f}s late"
     if result.rate == TARGET_RATE:
@@ -377,7 +445,7 @@ def report(result: RateResult, agents: int) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-async def run_all(options: argparse.Namespace, workdir: Path, crm_port: int, logins: list[AgentLogin],
+async def run_all(options: argparse.Namespace, workdir: Path, crm_port: int, crm_pid: int, logins: list[AgentLogin],
                   calls: list[tuple[str, str]]) -> list[RateResult]:
     import httpx
 
@@ -401,18 +469,32 @@ async def run_all(options: argparse.Namespace, workdir: Path, crm_port: int, log
         posts: list[float] = []
         sent: dict[int, float] = {}
 
+        trace = Trace() if options.breakdown else None
+
         async def on_request(request: httpx.Request) -> None:
             sent[id(request)] = time.perf_counter()
+            if trace is not None:
+                trace.request(request)
 
         async def on_response(response: httpx.Response) -> None:
             began = sent.pop(id(response.request), None)
             if began is not None and response.status_code == 200:
                 posts.append(time.perf_counter() - began)
+            if trace is not None:
+                trace.response(response)
 
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0),
                                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
                                    event_hooks={"request": [on_request], "response": [on_response]})
         bridge = Bridge(settings, handle_signals=False, deliverer_options={"client": client})
+        if trace is not None:
+            emit = bridge.emit
+
+            def traced_emit(event: Any) -> None:
+                trace.emit(event)
+                emit(event)
+
+            bridge.emit = traced_emit  # type: ignore[method-assign]  # the connector is given self.emit at start
         screens = [Screen(login) for login in logins]
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -438,7 +520,7 @@ async def run_all(options: argparse.Namespace, workdir: Path, crm_port: int, log
             numbers_iter = iter(calls)
             for rate in options.rates:
                 log(f"rate {rate:g}/s: {round(rate * options.seconds)} calls over {options.seconds:g}s...")
-                result = await run_rate(rate, options, pbx, screens, ringing, posts, numbers_iter)
+                result = await run_rate(rate, options, pbx, screens, ringing, posts, numbers_iter, crm_pid, trace)
                 results.append(result)
                 line = report(result, len(screens))
                 print(line, flush=True)
@@ -499,6 +581,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pings", type=float, default=10.0, help="anchor pings per second (default 10)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (database, logs)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also log, per rate, how long each stage took (bridge, POST, CRM) and the slowest calls")
     options = parser.parse_args(argv)
     try:
         options.rates = [float(rate) for rate in options.rates.split(",") if rate.strip()]
@@ -529,9 +613,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(calls[::CONTACT_SHARE]):,} contacts...")
         logins = prepare_crm(database, workdir, options.agents, [number for number, _r in calls[::CONTACT_SHARE]])
         port = free_port()
-        with crm_server(database, port, workdir / "crm.log"):
-            log(f"CRM serving on 127.0.0.1:{port} (child process)")
-            asyncio.run(run_all(options, workdir, port, logins, calls))
+        with crm_server(database, port, workdir / "crm.log") as crm:
+            log(f"CRM serving on 127.0.0.1:{port} (child process {crm.pid})")
+            asyncio.run(run_all(options, workdir, port, crm.pid, logins, calls))
         return 0
     except KeyboardInterrupt:
         log("interrupted")
