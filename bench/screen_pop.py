@@ -14,8 +14,8 @@ What it measures (issue 5, item 7; target p99 < 100 ms at 50 new calls/s on this
 - The clock: everything is stamped with time.time() on this one machine. The start is when the simulator has handed
   the call's DialBegin (what the bridge announces the ringing from) to the bridge's socket: a sink of the simulator's
   event stream, run right after the AMI server wrote the event. The end is when the agent's client receives the
-  `call.changed` message the screen pops its window for (new, incoming, its own resource), matched by the caller's
-  number.
+  message the screen pops its window for (`call.changed` new and incoming, or `leg.ringing` with "create call when
+  answered", for its own resource), matched by the caller's number.
 - lost = calls rung (DialBegin written) without a pop within --deadline seconds after the rate's last call.
 - The anchor, measured in the same run on the same server and connections: the WebSocket ping round trip (the
   screen's `{"type":"ping"}`, answered by the consumer with a pong), --pings per second from random clients while
@@ -231,8 +231,9 @@ class Screen:
                     if kind == "pong":
                         if self.pings:
                             self.round_trips.append(now - self.pings.popleft())
-                    elif (kind == "call.changed" and message.get("new") and message.get("incoming")
-                          and message.get("resource_id") == self.login.resource_id):
+                    elif message.get("resource_id") == self.login.resource_id and (
+                            (kind == "call.changed" and message.get("new") and message.get("incoming"))
+                            or kind == "leg.ringing"):  # what the screen pops for (callcenter.js, handle())
                         caller = numbers.digits_only(message.get("number", ""))[-10:]
                         self.pops.setdefault(caller, now)
         except Exception as exc:  # noqa: BLE001 - reported with the figures: a closed screen loses its pops
