@@ -20,7 +20,8 @@ NUMBER = r"\d+(?:\.\d+)?"
 SUMMARY = re.compile(
     rf"^screen_pop rate=(?P<rate>{NUMBER})/s agents=10: p50=(?P<p50>{NUMBER})ms p99=(?P<p99>{NUMBER})ms "
     rf"max={NUMBER}ms lost=(?P<lost>\d+)/(?P<rung>\d+) \| anchor: WebSocket ping round trip on the same server "
-    rf"p50={NUMBER}ms \(n=\d+\), pop/ping ratio={NUMBER}x \| bridge->CRM POST p50={NUMBER}ms \(n=\d+\)"
+    rf"p50={NUMBER}ms \(n=\d+\), pop/ping ratio={NUMBER}x \| bridge->CRM POST p50={NUMBER}ms \(n=\d+\) "
+    rf"\| CPU per call: CRM {NUMBER}ms \(\d+% of a core\), PBX\+bridge\+screens {NUMBER}ms \(\d+%\)"
     rf"(?: \| calls started up to {NUMBER}s late)?(?P<target> \| target p99<100ms at 50/s: (?:OK|MISSED))? "
     rf"\| loadavg=\d+\.\d$"
 )
