@@ -26,7 +26,9 @@ What it measures (issue 5, item 7; target p99 < 100 ms at 50 new calls/s on this
   the bridge and the 200 clients share this process's event loop. On two cores that gives the CRM one core to
   itself, as it would have on its server, while the PBX, the bridge and the browsers, which live on other machines
   in production, share the other. Their own delays (the bridge reading AMI, the clients reading frames) are inside
-  the figure, so it is an upper bound of what the CRM adds.
+  the figure, so it is an upper bound of what the CRM adds. This process collects its garbage between rates, not
+  during them: full collections of a heap that holds all of those parts (and Django, from the set-up) stalled it for
+  20-120 ms several times a run, which separate, smaller processes would not. The CRM collects as in production.
 
 Output: progress on stderr; on stdout one summary line per rate, starting with "screen_pop rate=".
 """
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
@@ -521,7 +524,16 @@ async def run_all(options: argparse.Namespace, workdir: Path, crm_port: int, crm
             numbers_iter = iter(calls)
             for rate in options.rates:
                 log(f"rate {rate:g}/s: {round(rate * options.seconds)} calls over {options.seconds:g}s...")
-                result = await run_rate(rate, options, pbx, screens, ringing, posts, numbers_iter, crm_pid, trace)
+                # This process holds what the PBX, the bridge and the browsers would each hold on their own machines,
+                # and Django from the set-up: its full collections stalled it for 20-120 ms several times a run. It
+                # collects between rates instead (the CRM collects as it does in production).
+                gc.collect()
+                gc.freeze()
+                gc.disable()
+                try:
+                    result = await run_rate(rate, options, pbx, screens, ringing, posts, numbers_iter, crm_pid, trace)
+                finally:
+                    gc.enable()
                 results.append(result)
                 line = report(result, len(screens))
                 print(line, flush=True)

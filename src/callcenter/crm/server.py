@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import warnings
 from collections.abc import Iterator
@@ -18,6 +19,14 @@ ASGI_APPLICATION = "callcenter.crm.asgi:application"
 # WhiteNoise serves static files with a synchronous iterator; under ASGI Django says so once per process. The files
 # are small, so the warning is noise for someone running the CRM.
 warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")
+
+
+def freeze_startup_objects() -> None:
+    """Leave what start-up made (Django, the apps, URL patterns, translations, templates) out of the garbage
+    collector's full collections: it lives as long as the process, and walking it made each full collection stall
+    the CRM, and the screen pops waiting on it, for about 50 ms (45-68 -> 16-34 ms, bench/screen_pop.py)."""
+    gc.collect()
+    gc.freeze()
 
 
 class _SupervisedServer(uvicorn.Server):
@@ -47,6 +56,9 @@ class CrmServer(Component):
         self.server = uvicorn.Server(self.config) if own_signals else _SupervisedServer(self.config)
 
     async def run(self, ready: asyncio.Event) -> None:
+        if not self.config.loaded:
+            self.config.load()  # imports the application (Django, every app, the URLs) before serving
+        freeze_startup_objects()
         serving = asyncio.create_task(self._serve())
         while not self.server.started and not serving.done():
             await asyncio.sleep(0.02)
