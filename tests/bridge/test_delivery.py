@@ -131,7 +131,7 @@ async def test_a_failing_crm_gets_the_same_events_again_until_it_confirms_them(o
     deliverer = deliverers(outbox, crm.url, batch_size=50, timeout=0.3 if failure == "hang" else 5.0)
     with caplog.at_level(logging.ERROR, logger="callcenter.bridge.delivery"):
         deliverer.start()
-        await until(lambda: outbox.depth == 0, what="empty outbox")
+        await until(lambda: outbox.depth == 0 and deliverer.delivered_total == 120, what="empty outbox, all counted")
     assert crm.stored == [event.event_id for event in events]  # each once, in order
     assert crm.answers[:3] == [failure] * 3
     assert deliverer.failures_total == 3
