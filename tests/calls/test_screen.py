@@ -240,17 +240,19 @@ def test_the_list_pages_by_cursor_newest_first(alice, asterisk):
     for i in range(55):
         call_ended(number=f"21000000{i:02d}", start=start + i * 10, talk=1)
     client = client_for(alice)
-    first = _page(client.get(SCREEN))
+    # The calls began 50 minutes ago, which after midnight is yesterday: list from their day, not from "today".
+    day = f"{timezone.localdate(dt.datetime.fromtimestamp(start, tz=dt.timezone.utc)):%Y-%m-%d}"
+    first = _page(client.get(SCREEN, {"from_date": day}))
     ids = _rows(first)
     assert len(ids) == 50
     expected = list(Call.objects.order_by("-started_at", "-id").values_list("pk", flat=True))
     assert [int(pk) for pk in ids] == expected[:50]
     cursor = re.search(r"cursor=([^\"&]+)", first).group(1)
-    more = _page(client.get(reverse("calls:rows") + f"?from_date={timezone.localdate():%Y-%m-%d}&cursor={cursor}",
+    more = _page(client.get(reverse("calls:rows") + f"?from_date={day}&cursor={cursor}",
                             **HTMX))
     assert [int(pk) for pk in _rows(more)] == expected[50:]
     assert "cursor=" not in more
-    garbage = _page(client.get(reverse("calls:rows"), {"cursor": "not-a-cursor"}, **HTMX))
+    garbage = _page(client.get(reverse("calls:rows"), {"from_date": day, "cursor": "not-a-cursor"}, **HTMX))
     assert len(_rows(garbage)) == 50
 
 
