@@ -241,7 +241,7 @@ def test_the_list_pages_by_cursor_newest_first(alice, asterisk):
         call_ended(number=f"21000000{i:02d}", start=start + i * 10, talk=1)
     client = client_for(alice)
     # The calls began 50 minutes ago, which after midnight is yesterday: list from their day, not from "today".
-    day = f"{timezone.localdate(dt.datetime.fromtimestamp(start, tz=dt.timezone.utc)):%Y-%m-%d}"
+    day = f"{timezone.localdate(dt.datetime.fromtimestamp(start, tz=dt.UTC)):%Y-%m-%d}"
     first = _page(client.get(SCREEN, {"from_date": day}))
     ids = _rows(first)
     assert len(ids) == 50
