@@ -43,25 +43,22 @@ What users do on the Call Center screen (S-4), at the end of this module:
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
-import operator
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, connections, router, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field, Model, Q
+from django.db import IntegrityError, transaction
+from django.db.models import Model, Q
 from django.db.models.functions import Right
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from callcenter import numbers, wire
 from callcenter.activities.models import Activity, ActivityItem, ActivityType
-from callcenter.calls import commands, live, queries
+from callcenter.calls import bulk, commands, live, queries
 from callcenter.calls.models import Bridge, Call, CallDirection, CallKind, CallLeg, CallState, ProcessedEvent
 from callcenter.campaigns.actions import available_campaigns
 from callcenter.campaigns.models import Campaign, CampaignItem
@@ -110,7 +107,7 @@ def receive_events(bridge: Bridge | None, events: Sequence[wire.Event]) -> Recei
     try:
         with transaction.atomic():
             _Batch(_Context.load(), bridge, fresh).apply(fresh)
-            _insert_rows(ProcessedEvent, [_processed(bridge, event) for event in fresh])
+            bulk.insert_values(ProcessedEvent, _PROCESSED_FIELDS, _processed_values(bridge, fresh))
         receipt.accepted += len(fresh)
         return receipt
     except Exception:  # noqa: BLE001 - retried event by event below, where a failure is recorded, not lost
@@ -158,6 +155,15 @@ def receive_event(bridge: Bridge | None, event: wire.Event) -> str:
 
 def _event_type(event: wire.Event) -> str:
     return type(event).__struct_config__.tag  # type: ignore[return-value]
+
+
+_PROCESSED_FIELDS = ("event_id", "bridge_id", "event_type", "occurred_at")
+
+
+def _processed_values(bridge: Bridge | None, events: Sequence[wire.Event]) -> list[tuple[object, ...]]:
+    """What _processed() gives each of ``events``, as values of _PROCESSED_FIELDS."""
+    bridge_id = bridge.pk if bridge is not None else None
+    return [(event.event_id, bridge_id, _event_type(event), _when(event.occurred_at)) for event in events]
 
 
 def _processed(bridge: Bridge | None, event: wire.Event) -> ProcessedEvent:
@@ -604,18 +610,18 @@ class _Batch:
     def write(self) -> None:
         calls = list(self._calls_to_save.values())
         saved_calls = [call for call in calls if call.pk is not None]
-        new_calls = _insert_returning_ids(Call, [call for call in calls if call.pk is None])
+        new_calls = bulk.insert_returning_ids(Call, [call for call in calls if call.pk is None])
         self._update(Call, saved_calls)
         legs = list(self._legs_to_save.values())
         for leg in legs:
             if leg.call_id is None and leg.call is not None:
                 leg.call_id = leg.call.pk  # a call inserted just above
         saved_legs = [leg for leg in legs if leg.pk is not None]
-        new_legs = _insert_returning_ids(CallLeg, [leg for leg in legs if leg.pk is None])
+        new_legs = bulk.insert_returning_ids(CallLeg, [leg for leg in legs if leg.pk is None])
         self._update(CallLeg, saved_legs)
         for row in [*new_calls, *new_legs]:
             self._remember(row)
-        _insert_returning_ids(Activity, [activity for activity, _items in self._activities])
+        bulk.insert_returning_ids(Activity, [activity for activity, _items in self._activities])
         items: list[ActivityItem] = []
         for activity, with_items in self._activities:
             if with_items and activity.campaign is not None:
@@ -628,16 +634,16 @@ class _Batch:
         self._pushes.clear()
 
     def _remember(self, row: Model) -> None:
-        self._stored[id(row)] = (row, _values(row))
+        self._stored[id(row)] = (row, bulk.values(row))
 
     def _update(self, model: type[_Row], rows: Sequence[_Row]) -> None:
         """Save ``rows``: the fields that changed since they were read or written, and updated_at (as save() sets
         it), one statement run per set of changed fields."""
         by_fields: dict[tuple[str, ...], list[_Row]] = {}
-        names = _attnames(model)
+        names = bulk.attnames(model)
         for row in rows:
             stored = self._stored.get(id(row))
-            now = _values(row)
+            now = bulk.values(row)
             if stored is None:
                 changed = tuple(name for name in names if name != "id")
             else:
@@ -647,7 +653,7 @@ class _Batch:
                 changed += ("updated_at",)
             by_fields.setdefault(changed, []).append(row)
         for fields, group in by_fields.items():
-            _update_rows(model, group, fields)
+            bulk.update_rows(model, group, fields)
         for row in rows:
             self._remember(row)
 
@@ -657,128 +663,7 @@ class _Batch:
         return self._campaign_items[campaign.pk]
 
 
-_Row = TypeVar("_Row", Call, CallLeg, ProcessedEvent)
-_New = TypeVar("_New", Call, CallLeg, Activity)
-
-
-def _insert_returning_ids(model: type[_New], rows: list[_New]) -> list[_New]:
-    """bulk_create(). On SQLite as one multi-row INSERT ... RETURNING id per chunk, the values prepared field by field
-    as save() prepares them: Django spends about twice as long compiling the same statement. Elsewhere bulk_create()
-    itself: on PostgreSQL it binds one array per column (UNNEST), far cheaper than thousands of parameters."""
-    if not rows:
-        return rows
-    meta = model._meta
-    alias = router.db_for_write(model)
-    connection = connections[alias]
-    if connection.vendor != "sqlite" or not connection.features.can_return_rows_from_bulk_insert:
-        return model.objects.bulk_create(rows)
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(str(field.column)) for field in fields)
-    one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    per_statement = max(1, connection.ops.bulk_batch_size(fields, rows))
-    for row in rows:
-        # What bulk_create() does first: take the ids of related rows inserted just before (a leg's or an
-        # activity's new call).
-        row._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start:start + per_statement]
-            params = [value for row_values in _prepared(chunk, fields, connection, add=True) for value in row_values]
-            values = ", ".join([one_row] * len(chunk))
-            returning = quote(str(meta.pk.column))
-            sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {values} RETURNING {returning}"  # noqa: S608
-            cursor.execute(sql, params)
-            for row, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
-                row.pk = pk
-                row._state.adding = False
-                row._state.db = alias
-    return rows
-
-
-def _insert_rows(model: type[_Row], rows: Sequence[_Row]) -> None:
-    """bulk_create() for rows whose ids nobody needs afterwards. On SQLite one INSERT run for all rows (executemany),
-    the values prepared field by field as save() prepares them (auto_now_add fields set); elsewhere bulk_create()
-    (UNNEST on PostgreSQL)."""
-    if not rows:
-        return
-    meta = model._meta
-    connection = connections[router.db_for_write(model)]
-    if connection.vendor != "sqlite":
-        model.objects.bulk_create(rows)
-        return
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(str(field.column)) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608 - model's names
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, _prepared(rows, fields, connection, add=True))
-
-
-def _prepared(rows: Sequence[Model], fields: Sequence[Field[Any, Any]], connection: BaseDatabaseWrapper, *,
-              add: bool) -> list[list[Any]]:
-    """Each row's values of ``fields`` as save() sends them to the database: field.pre_save() (which sets auto_now
-    fields) then field.get_db_prep_save(). A field that keeps Field.pre_save() is read directly, which is all that
-    method does; this runs for every value a batch writes."""
-    steps = [(field.attname, field.get_db_prep_save,
-              None if type(field).pre_save is Field.pre_save else field.pre_save) for field in fields]
-    return [
-        [prepare(getattr(row, attname) if pre_save is None else pre_save(row, add), connection)
-         for attname, prepare, pre_save in steps]
-        for row in rows
-    ]
-
-
-@functools.cache
-def _attnames(model: type[Model]) -> tuple[str, ...]:
-    return tuple(field.attname for field in model._meta.concrete_fields)
-
-
-@functools.cache
-def _values_getter(model: type[Model]) -> Callable[[Model], tuple[object, ...]]:
-    return operator.attrgetter(*_attnames(model))
-
-
-def _values(row: Model) -> tuple[object, ...]:
-    """The row's field values, in _attnames() order."""
-    return _values_getter(type(row))(row)
-
-
-def _update_rows(model: type[_Row], rows: Sequence[_Row], names: Sequence[str]) -> None:
-    """save(update_fields=...) for each of ``rows`` with the fields named (by attname; auto_now fields set), as one
-    statement for all rows: on PostgreSQL an UPDATE ... FROM UNNEST(one array per column), elsewhere one UPDATE run
-    for each row (executemany). QuerySet.bulk_update() would build a CASE expression per field and row, slower than
-    saving one by one."""
-    if not rows:
-        return
-    meta = model._meta
-    connection = connections[router.db_for_write(model)]
-    by_attname = {field.attname: field for field in meta.concrete_fields if not field.primary_key}
-    fields = [by_attname[name] for name in names]
-    quote = connection.ops.quote_name
-    table, pk = quote(meta.db_table), quote(str(meta.pk.column))
-    columns: list[str] = [quote(str(field.column)) for field in fields]
-    prepared = _prepared(rows, fields, connection, add=False)
-    if connection.vendor == "postgresql":
-        types = [str(field.db_type(connection)) for field in fields]
-        arrays = ", ".join([f"%s::{meta.pk.rel_db_type(connection)}[]"] + [f"%s::{kind}[]" for kind in types])
-        assignments = ", ".join(f"{column} = new.{column}" for column in columns)
-        names_list = ", ".join([pk, *columns])
-        sql = (f"UPDATE {table} SET {assignments} FROM UNNEST({arrays}) AS new ({names_list}) "  # noqa: S608
-               f"WHERE {table}.{pk} = new.{pk}")
-        by_column: list[list[Any]] = [[row.pk for row in rows]]
-        for index in range(len(fields)):
-            by_column.append([row_values[index] for row_values in prepared])
-        with connection.cursor() as cursor:
-            cursor.execute(sql, by_column)
-        return
-    assignments = ", ".join(f"{column} = %s" for column in columns)
-    sql = f"UPDATE {table} SET {assignments} WHERE {pk} = %s"  # noqa: S608 - names from the model
-    for index, row in enumerate(rows):
-        prepared[index].append(row.pk)
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, prepared)
+_Row = TypeVar("_Row", Call, CallLeg)
 
 
 # ---- agent and bridge state --------------------------------------------------------------------------------------

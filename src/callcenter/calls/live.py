@@ -30,7 +30,8 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from callcenter import numbers
-from callcenter.calls.models import Bridge, Call, CallDirection
+from callcenter.calls.models import Bridge, Call, CallDirection, kind_label
+from callcenter.contacts.models import display_name
 from callcenter.resources.models import CallCenterSettings, Resource
 
 log = logging.getLogger(__name__)
@@ -73,41 +74,45 @@ def _groups_for(resource_id: int | None) -> list[str]:
 
 def call_message(call_id: int, *, new: bool, resource_id: int | None) -> dict[str, Any]:
     """The ``call.changed`` message for the call as committed (only ids when it is gone already)."""
-    call = Call.objects.select_related("contact", "activity").filter(pk=call_id).first()
-    if call is None:
-        return _call_message(call_id, new=new, resource_id=resource_id, call=None, region="")
-    return _call_message(call_id, new=new, resource_id=resource_id, call=call,
-                         region=CallCenterSettings.load().phone_region)
+    row = _message_rows([call_id]).get(call_id)
+    region = CallCenterSettings.load().phone_region if row is not None else ""
+    return _call_message(call_id, new=new, resource_id=resource_id, row=row, region=region)
 
 
-# The fields _call_message() reads. calls_changed() loads only these (half the time of whole rows, for every call a
-# batch of bridge events touches): name a field here when the message starts using it, or each push of a batch
-# costs a query (tests/calls/test_batch_equivalence.py counts them).
-_MESSAGE_FIELDS = ("resource", "kind", "state", "direction", "number", "contact", "caller_name", "started_at",
-                   "answered_at", "pbx_call_id", "extension", "contact__first_name", "contact__last_name",
-                   "contact__company", "activity__id")
+# What _call_message() reads of a call, as plain values (no model objects: a batch of bridge events pushes thousands
+# of calls). Name a field here when the message starts using it.
+_MESSAGE_FIELDS = ("id", "resource_id", "kind", "state", "direction", "number", "contact_id", "caller_name",
+                   "started_at", "answered_at", "pbx_call_id", "extension", "contact__first_name",
+                   "contact__last_name", "contact__company", "activity__id")
 
 
-def _call_message(call_id: int, *, new: bool, resource_id: int | None, call: Call | None, region: str,
-                  display: Callable[[str, str], str] = numbers.display) -> dict[str, Any]:
+def _message_rows(call_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """The committed rows of ``call_ids`` (those that still exist), as _MESSAGE_FIELDS values, in one query."""
+    return {row["id"]: row for row in Call.objects.filter(pk__in=list(call_ids)).values(*_MESSAGE_FIELDS)}
+
+
+def _call_message(call_id: int, *, new: bool, resource_id: int | None, row: dict[str, Any] | None, region: str,
+                  display: Callable[[str, str], str] = numbers.display,
+                  label: Callable[[str], str] = kind_label) -> dict[str, Any]:
     message: dict[str, Any] = {"type": "call.changed", "call_id": call_id, "new": new, "resource_id": resource_id}
-    if call is None:
+    if row is None:
         return message
-    activity = getattr(call, "activity", None)
+    answered_at = row["answered_at"]
     message.update(
-        resource_id=call.resource_id,
-        kind=call.kind,
-        kind_label=call.kind_label(),
-        state=call.state,
-        incoming=call.direction == CallDirection.INBOUND,
-        number=display(call.number, region),
-        contact=call.contact.display_name if call.contact else "",
-        caller_name=call.caller_name,
-        activity_id=activity.pk if activity is not None else None,
-        started_at=call.started_at.isoformat(),
-        answered_at=call.answered_at.isoformat() if call.answered_at else None,
-        pbx_call_id=call.pbx_call_id,  # with extension: the key of a leg.ringing pop this row follows
-        extension=call.extension,
+        resource_id=row["resource_id"],
+        kind=row["kind"],
+        kind_label=label(row["kind"]),
+        state=row["state"],
+        incoming=row["direction"] == CallDirection.INBOUND,
+        number=display(row["number"], region),
+        contact=display_name(row["contact__first_name"], row["contact__last_name"], row["contact__company"])
+        if row["contact_id"] is not None else "",
+        caller_name=row["caller_name"],
+        activity_id=row["activity__id"],
+        started_at=row["started_at"].isoformat(),
+        answered_at=answered_at.isoformat() if answered_at else None,
+        pbx_call_id=row["pbx_call_id"],  # with extension: the key of a leg.ringing pop this row follows
+        extension=row["extension"],
     )
     return message
 
@@ -152,13 +157,12 @@ def calls_changed(changes: Sequence[tuple[Call, bool] | dict[str, Any]]) -> None
         if layer is None:
             return
         try:
-            calls = Call.objects.select_related("contact", "activity").only(*_MESSAGE_FIELDS).in_bulk(
-                {item[0] for item in pending if not isinstance(item, dict)}
-            )
+            rows = _message_rows({item[0] for item in pending if not isinstance(item, dict)})
             region = CallCenterSettings.load().phone_region
         except Exception:  # noqa: BLE001 - a push is best effort; the screen reloads on reconnect
             log.warning("live pushes could not be built", exc_info=True)
             return
+        labels = functools.lru_cache(maxsize=None)(kind_label)  # in this send's language
         outgoing: list[tuple[list[str], dict[str, Any]]] = []
         for item in pending:
             if isinstance(item, dict):
@@ -166,8 +170,8 @@ def calls_changed(changes: Sequence[tuple[Call, bool] | dict[str, Any]]) -> None
                 continue
             call_id, new, resource_id = item
             try:
-                message = _call_message(call_id, new=new, resource_id=resource_id, call=calls.get(call_id),
-                                        region=region, display=_remembered_display)
+                message = _call_message(call_id, new=new, resource_id=resource_id, row=rows.get(call_id),
+                                        region=region, display=_remembered_display, label=labels)
             except Exception:  # noqa: BLE001 - a push is best effort; the screen reloads on reconnect
                 log.warning("live push could not be built", exc_info=True)
                 continue

@@ -32,6 +32,14 @@ class CallState(models.TextChoices):
     ENDED = "ended", _("ended")
 
 
+def kind_label(kind: str) -> str:
+    """A call type's name in the active language (the value itself when it is not a known type)."""
+    try:
+        return str(CallKind(kind).label)
+    except ValueError:
+        return str(kind)
+
+
 class Call(models.Model):
     resource = models.ForeignKey(
         "resources.Resource",
@@ -125,10 +133,7 @@ class Call(models.Model):
     def kind_label(self) -> str:
         """What get_kind_display() gives, without rebuilding the translated choices on every call (it runs for every
         call a batch of bridge events touches)."""
-        try:
-            return str(CallKind(self.kind).label)
-        except ValueError:
-            return str(self.kind)
+        return kind_label(self.kind)
 
 
 def format_duration(seconds: int) -> str:

@@ -25,6 +25,14 @@ def fold_for_search(text: str) -> str:
     return stripped.replace("ς", "σ")
 
 
+def display_name(first_name: str, last_name: str, company: str) -> str:
+    """How a contact is named on screens and in pops: "First Last (Company)", or whichever of these it has."""
+    name = " ".join(part for part in (first_name, last_name) if part)
+    if name and company:
+        return f"{name} ({company})"
+    return name or company
+
+
 class Contact(models.Model):
     first_name = models.CharField(_("first name"), max_length=100, blank=True)
     last_name = models.CharField(_("last name"), max_length=100, blank=True)
@@ -53,10 +61,7 @@ class Contact(models.Model):
 
     @property
     def display_name(self) -> str:
-        name = " ".join(part for part in (self.first_name, self.last_name) if part)
-        if name and self.company:
-            return f"{name} ({self.company})"
-        return name or self.company
+        return display_name(self.first_name, self.last_name, self.company)
 
     def computed_search_text(self) -> str:
         return fold_for_search(" ".join(p for p in (self.first_name, self.last_name, self.company) if p))
