@@ -40,6 +40,9 @@ class _OneByOne:
         for event in events:
             actions._apply(self.context, self.bridge, event)
 
+    def release(self) -> None:
+        """Nothing to let go: each row was saved and dropped as its event was applied."""
+
 
 class _Pushes:
     """A channel layer that records what is sent, in order."""
