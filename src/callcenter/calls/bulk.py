@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import operator
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -22,12 +23,15 @@ from django.db.models import Field, Model
 
 _M = TypeVar("_M", bound=Model)
 
-# Field classes whose get_db_prep_save() returns a value of this exact type unchanged (on every backend).
+# Field classes whose get_db_prep_save() returns a value of this exact type unchanged: on every backend, and on
+# SQLite also integers (PostgreSQL's backend wraps them in a type of the column's size).
 _UNCHANGED: dict[type[Field[Any, Any]], type] = {
-    models.CharField: str, models.TextField: str, models.SlugField: str,
+    models.CharField: str, models.TextField: str, models.SlugField: str, models.BooleanField: bool,
+}
+_UNCHANGED_ON_SQLITE: dict[type[Field[Any, Any]], type] = {
+    **_UNCHANGED,
     models.IntegerField: int, models.PositiveIntegerField: int, models.PositiveSmallIntegerField: int,
     models.SmallIntegerField: int, models.BigIntegerField: int, models.AutoField: int, models.BigAutoField: int,
-    models.BooleanField: bool,
 }
 
 
@@ -45,7 +49,7 @@ def _preparer(field: Field[Any, Any], alias: str, vendor: str) -> Callable[[Any]
     target: Field[Any, Any] = field
     if isinstance(field, models.ForeignKey) and type(field) in (models.ForeignKey, models.OneToOneField):
         target = field.target_field  # what ForeignKey.get_db_prep_save() defers to, for all but None and ""
-    kind = _UNCHANGED.get(type(target))
+    kind = (_UNCHANGED_ON_SQLITE if vendor == "sqlite" else _UNCHANGED).get(type(target))
     if kind is not None:
         def unchanged(value: Any) -> Any:
             return value if value is None or type(value) is kind else generic(value)
@@ -60,7 +64,7 @@ def _preparer(field: Field[Any, Any], alias: str, vendor: str) -> Callable[[Any]
                 if value is None:
                     return None
                 if type(value) is dt.datetime and value.tzinfo is dt.UTC:
-                    return str(value.replace(tzinfo=None))
+                    return value.isoformat(" ")[:-6]  # str() of the naive datetime: the same without "+00:00"
                 return generic(value)
 
             return sqlite_datetime
@@ -86,6 +90,23 @@ def prepared(rows: Sequence[Model], fields: Sequence[Field[Any, Any]], connectio
          for attname, prepare, pre_save in steps]
         for row in rows
     ]
+
+
+def _run(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *, many: bool = False,
+         returning: bool = False) -> list[Any]:
+    """Run ``sql`` (``%s`` placeholders) with ``params``, or once per row of ``params`` when ``many``; the rows it
+    returns when ``returning``. On SQLite the statement goes to sqlite3's own cursor with ``?`` placeholders: Django's
+    cursor would rewrite each of a multi-row statement's thousands of ``%s`` with a regular expression (and copy an
+    executemany's rows through itertools.tee) first. Django's error classes are kept; only where queries are logged
+    (DEBUG, tests counting them) does the statement take Django's cursor, to be logged."""
+    with connection.cursor() as cursor:
+        if connection.vendor != "sqlite" or connection.queries_logged:
+            (cursor.executemany if many else cursor.execute)(sql, params)
+            return cursor.fetchall() if returning else []
+        raw = cursor.cursor
+        with connection.wrap_database_errors:
+            (sqlite3.Cursor.executemany if many else sqlite3.Cursor.execute)(raw, sql.replace("%s", "?"), params)
+            return raw.fetchall() if returning else []
 
 
 def _connection(model: type[Model]) -> BaseDatabaseWrapper:
@@ -121,15 +142,14 @@ def insert_returning_ids(model: type[_M], rows: list[_M]) -> list[_M]:
         row._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
     head = f"INSERT INTO {quote(meta.db_table)} ({_columns(model, fields, connection)}) VALUES "  # noqa: S608
     returning = f" RETURNING {quote(str(meta.pk.column))}"
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start:start + per_statement]
-            params = [value for row_values in prepared(chunk, fields, connection, add=True) for value in row_values]
-            cursor.execute(head + ", ".join([one_row] * len(chunk)) + returning, params)
-            for row, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
-                row.pk = pk
-                row._state.adding = False
-                row._state.db = connection.alias
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start:start + per_statement]
+        params = [value for row_values in prepared(chunk, fields, connection, add=True) for value in row_values]
+        ids = _run(connection, head + ", ".join([one_row] * len(chunk)) + returning, params, returning=True)
+        for row, (pk,) in zip(chunk, ids, strict=True):
+            row.pk = pk
+            row._state.adding = False
+            row._state.db = connection.alias
     return rows
 
 
@@ -180,8 +200,7 @@ def _execute_many_inserts(model: type[Model], fields: Sequence[Field[Any, Any]],
     placeholders = ", ".join(["%s"] * len(fields))
     table = connection.ops.quote_name(model._meta.db_table)
     sql = f"INSERT INTO {table} ({_columns(model, fields, connection)}) VALUES ({placeholders})"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, values)
+    _run(connection, sql, values, many=True)
 
 
 @functools.cache
@@ -224,12 +243,10 @@ def update_rows(model: type[_M], rows: Sequence[_M], names: Sequence[str]) -> No
         by_column: list[list[Any]] = [[row.pk for row in rows]]
         for index in range(len(fields)):
             by_column.append([row_values[index] for row_values in values_by_row])
-        with connection.cursor() as cursor:
-            cursor.execute(sql, by_column)
+        _run(connection, sql, by_column)
         return
     assignments = ", ".join(f"{column} = %s" for column in columns)
     sql = f"UPDATE {table} SET {assignments} WHERE {pk} = %s"  # noqa: S608 - names from the model
     for index, row in enumerate(rows):
         values_by_row[index].append(row.pk)
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, values_by_row)
+    _run(connection, sql, values_by_row, many=True)
