@@ -156,6 +156,19 @@ def test_logs_can_be_switched_on_and_off_while_running(
     assert errors.count("once") == 1 and "not in the file" not in errors
 
 
+def test_each_delivered_batch_is_not_logged_by_the_http_client_but_its_errors_are(
+    settings_for: Callable[..., BridgeSettings], bridge_logs: tuple[BridgeLogs, io.StringIO]
+) -> None:
+    installed, console = bridge_logs
+    installed.configure(settings_for())
+    http = logging.getLogger("httpx")
+    http.info('HTTP Request: POST http://127.0.0.1:8000/bridge/v1/events "HTTP/1.1 200 OK"')
+    http.warning("connection pool is full")
+    assert "HTTP Request" not in console.getvalue() and "connection pool is full" in console.getvalue()
+    installed.close()
+    assert http.level == logging.NOTSET
+
+
 def test_close_removes_every_handler(settings_for: Callable[..., BridgeSettings]) -> None:
     root = logging.getLogger()
     before = list(root.handlers)

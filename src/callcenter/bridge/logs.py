@@ -39,6 +39,7 @@ RECENT_ERRORS: Final = 200
 MIN_REDACTED_LENGTH: Final = 4  # shorter values would blank out ordinary digits; their fields are still redacted
 MASK: Final = "***"
 
+_CHATTY: Final = ("httpx", "httpcore")  # libraries that log every request at INFO or DEBUG
 _FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # "Secret: x" (AMI Login), "password=x", "password: x", '"password": "x"', "agent_password='x'", "token=x"
 _FIELD_PATTERNS: Final = (
@@ -140,6 +141,7 @@ class BridgeLogs:
         self.event_log_path: Path | None = None
         self._installed = False
         self._old_root_level = logging.getLogger().level
+        self._chatty_levels: dict[str, int] = {}
 
     @property
     def extended(self) -> bool:
@@ -153,6 +155,11 @@ class BridgeLogs:
         events = logging.getLogger(EVENT_LOGGER)
         if not self._installed:
             root.setLevel(logging.INFO)
+            for name in _CHATTY:
+                # httpx says "HTTP Request: POST ... 200 OK" at INFO for every batch the bridge delivers; the
+                # deliverer reports what matters (failures, back-off, dead letters) itself.
+                self._chatty_levels[name] = logging.getLogger(name).level
+                logging.getLogger(name).setLevel(logging.WARNING)
             root.addHandler(self.recent)
             if self._console is not None:
                 root.addHandler(self._console)
@@ -218,6 +225,8 @@ class BridgeLogs:
             events.propagate = True
             events.setLevel(logging.NOTSET)
             root.setLevel(self._old_root_level)
+            for name, level in self._chatty_levels.items():
+                logging.getLogger(name).setLevel(level)
         self._installed = False
 
 
