@@ -111,6 +111,10 @@ def _forget_everything(resources: list[Resource], bridges: list[Bridge]) -> None
         row.save()
 
 
+def _no_fallback(bridge: Bridge | None, event: wire.Event) -> str:
+    raise AssertionError(f"the batch failed as a whole and fell back to one event at a time (at {event.event_id})")
+
+
 def _run(batches: list[list[wire.Event]], bridge: Bridge, monkeypatch: pytest.MonkeyPatch,
          path: type | None) -> tuple[list[tuple[int, int, int]], dict[str, Any]]:
     pushes = _Pushes()
@@ -118,6 +122,9 @@ def _run(batches: list[list[wire.Event]], bridge: Bridge, monkeypatch: pytest.Mo
         patch.setattr(live, "get_channel_layer", lambda: pushes)
         if path is not None:
             patch.setattr(actions, "_Batch", path)
+        else:
+            # The batch path itself, not its fallback (one event at a time, which would give the same result).
+            patch.setattr(actions, "receive_event", _no_fallback)
         receipts = []
         for batch in batches:
             receipt = receive_events(bridge, batch)

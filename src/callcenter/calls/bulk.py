@@ -100,13 +100,21 @@ def _run(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *, ma
     executemany's rows through itertools.tee) first. Django's error classes are kept; only where queries are logged
     (DEBUG, tests counting them) does the statement take Django's cursor, to be logged."""
     with connection.cursor() as cursor:
-        if connection.vendor != "sqlite" or connection.queries_logged:
-            (cursor.executemany if many else cursor.execute)(sql, params)
-            return cursor.fetchall() if returning else []
-        raw = cursor.cursor
-        with connection.wrap_database_errors:
-            (sqlite3.Cursor.executemany if many else sqlite3.Cursor.execute)(raw, sql.replace("%s", "?"), params)
-            return raw.fetchall() if returning else []
+        if connection.vendor == "sqlite" and not connection.queries_logged:
+            raw = cursor.cursor
+            with connection.wrap_database_errors:
+                (sqlite3.Cursor.executemany if many else sqlite3.Cursor.execute)(raw, sql.replace("%s", "?"), params)
+                return raw.fetchall() if returning else []
+        if connection.vendor == "postgresql" and not connection.queries_logged:
+            # Django's cursors bind on the client: psycopg writes every value, each array element included, into
+            # the statement's text in Python. A plain psycopg cursor sends them apart, dumped by its C code.
+            import psycopg
+
+            with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as server_bound:
+                (server_bound.executemany if many else server_bound.execute)(sql, params)
+                return server_bound.fetchall() if returning else []
+        (cursor.executemany if many else cursor.execute)(sql, params)
+        return cursor.fetchall() if returning else []
 
 
 def _connection(model: type[Model]) -> BaseDatabaseWrapper:
@@ -123,29 +131,36 @@ def _inserted_fields(model: type[Model]) -> list[Field[Any, Any]]:
 
 
 def insert_returning_ids(model: type[_M], rows: list[_M]) -> list[_M]:
-    """bulk_create(). On SQLite as one multi-row INSERT ... RETURNING id per chunk, the values prepared field by field
-    as save() prepares them: Django spends about twice as long compiling the same statement. Elsewhere bulk_create()
-    itself: on PostgreSQL it binds one array per column (UNNEST), far cheaper than thousands of parameters."""
+    """bulk_create(), the values prepared field by field as save() prepares them. On SQLite one multi-row
+    INSERT ... RETURNING id per chunk (Django spends about twice as long compiling the same statement); on PostgreSQL
+    one INSERT ... SELECT FROM UNNEST(one array per column) RETURNING id, as bulk_create() does there, the arrays
+    bound on the server; elsewhere bulk_create() itself."""
     if not rows:
         return rows
     meta = model._meta
     connection = _connection(model)
-    if connection.vendor != "sqlite" or not connection.features.can_return_rows_from_bulk_insert:
+    if connection.vendor not in ("sqlite", "postgresql") or not connection.features.can_return_rows_from_bulk_insert:
         return model._default_manager.bulk_create(rows)
     fields = _inserted_fields(model)
-    quote = connection.ops.quote_name
-    one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    per_statement = max(1, connection.ops.bulk_batch_size(fields, rows))
     for row in rows:
         # What bulk_create() does first: take the ids of related rows inserted just before (a leg's or an
         # activity's new call).
         row._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
-    head = f"INSERT INTO {quote(meta.db_table)} ({_columns(model, fields, connection)}) VALUES "  # noqa: S608
-    returning = f" RETURNING {quote(str(meta.pk.column))}"
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start:start + per_statement]
-        params = [value for row_values in prepared(chunk, fields, connection, add=True) for value in row_values]
-        ids = _run(connection, head + ", ".join([one_row] * len(chunk)) + returning, params, returning=True)
+    returning = f" RETURNING {connection.ops.quote_name(str(meta.pk.column))}"
+    if connection.vendor == "postgresql":
+        chunks = [(rows, _run(connection, _unnest_insert(model, fields, connection) + returning,
+                              _by_column(prepared(rows, fields, connection, add=True), len(fields)), returning=True))]
+    else:
+        one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        per_statement = max(1, connection.ops.bulk_batch_size(fields, rows))
+        head = f"{_insert_head(model, fields, connection)} VALUES "
+        chunks = []
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start:start + per_statement]
+            params = [value for row_values in prepared(chunk, fields, connection, add=True) for value in row_values]
+            chunks.append((chunk, _run(connection, head + ", ".join([one_row] * len(chunk)) + returning, params,
+                                       returning=True)))
+    for chunk, ids in chunks:
         for row, (pk,) in zip(chunk, ids, strict=True):
             row.pk = pk
             row._state.adding = False
@@ -153,30 +168,17 @@ def insert_returning_ids(model: type[_M], rows: list[_M]) -> list[_M]:
     return rows
 
 
-def insert_rows(model: type[_M], rows: Sequence[_M]) -> None:
-    """bulk_create() for rows whose ids nobody needs afterwards. On SQLite one INSERT run for all rows (executemany),
-    the values prepared field by field as save() prepares them (auto_now_add fields set); elsewhere bulk_create()
-    (UNNEST on PostgreSQL)."""
-    if not rows:
-        return
-    connection = _connection(model)
-    if connection.vendor != "sqlite":
-        model._default_manager.bulk_create(rows)
-        return
-    fields = _inserted_fields(model)
-    _execute_many_inserts(model, fields, connection, prepared(rows, fields, connection, add=True))
-
-
 def insert_values(model: type[Model], names: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """insert_rows() for rows given as values of the fields ``names`` (by attname), without building a model object
+    """bulk_create() for rows given as values of the fields ``names`` (by attname), without building a model object
     for each: the other fields take what an unsaved object would (their default; the time now for auto_now and
-    auto_now_add fields, once for all rows)."""
+    auto_now_add fields, once for all rows). On SQLite one INSERT run for all rows (executemany), on PostgreSQL one
+    INSERT ... SELECT FROM UNNEST."""
     connection = _connection(model)
     fields = _inserted_fields(model)
     position = {name: index for index, name in enumerate(names)}
     if set(position) - {field.attname for field in fields}:
         raise ValueError(f"{model.__name__} has no field(s) {sorted(set(position) - {f.attname for f in fields})}")
-    if connection.vendor != "sqlite":
+    if connection.vendor not in ("sqlite", "postgresql"):
         model._default_manager.bulk_create([model(**dict(zip(names, row, strict=True))) for row in rows])
         return
     now = dt.datetime.now(dt.UTC) if settings.USE_TZ else dt.datetime.now()  # noqa: DTZ005 - as timezone.now()
@@ -191,16 +193,27 @@ def insert_values(model: type[Model], names: Sequence[str], rows: Iterable[Seque
             steps.append((None, prepare(field.get_default()), prepare))
     values = [[prepare(row[index]) if index is not None else fixed for index, fixed, prepare in steps]
               for row in rows]
-    if values:
-        _execute_many_inserts(model, fields, connection, values)
-
-
-def _execute_many_inserts(model: type[Model], fields: Sequence[Field[Any, Any]], connection: BaseDatabaseWrapper,
-                          values: list[list[Any]]) -> None:
+    if not values:
+        return
+    if connection.vendor == "postgresql":
+        _run(connection, _unnest_insert(model, fields, connection), _by_column(values, len(fields)))
+        return
     placeholders = ", ".join(["%s"] * len(fields))
+    _run(connection, f"{_insert_head(model, fields, connection)} VALUES ({placeholders})", values, many=True)
+
+
+def _insert_head(model: type[Model], fields: Sequence[Field[Any, Any]], connection: BaseDatabaseWrapper) -> str:
     table = connection.ops.quote_name(model._meta.db_table)
-    sql = f"INSERT INTO {table} ({_columns(model, fields, connection)}) VALUES ({placeholders})"  # noqa: S608
-    _run(connection, sql, values, many=True)
+    return f"INSERT INTO {table} ({_columns(model, fields, connection)})"
+
+
+def _unnest_insert(model: type[Model], fields: Sequence[Field[Any, Any]], connection: BaseDatabaseWrapper) -> str:
+    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+    return f"{_insert_head(model, fields, connection)} SELECT * FROM UNNEST({arrays})"  # noqa: S608 - model's names
+
+
+def _by_column(values_by_row: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    return [[row_values[index] for row_values in values_by_row] for index in range(width)]
 
 
 @functools.cache
@@ -240,10 +253,7 @@ def update_rows(model: type[_M], rows: Sequence[_M], names: Sequence[str]) -> No
         names_list = ", ".join([pk, *columns])
         sql = (f"UPDATE {table} SET {assignments} FROM UNNEST({arrays}) AS new ({names_list}) "  # noqa: S608
                f"WHERE {table}.{pk} = new.{pk}")
-        by_column: list[list[Any]] = [[row.pk for row in rows]]
-        for index in range(len(fields)):
-            by_column.append([row_values[index] for row_values in values_by_row])
-        _run(connection, sql, by_column)
+        _run(connection, sql, [[row.pk for row in rows], *_by_column(values_by_row, len(fields))])
         return
     assignments = ", ".join(f"{column} = %s" for column in columns)
     sql = f"UPDATE {table} SET {assignments} WHERE {pk} = %s"  # noqa: S608 - names from the model
