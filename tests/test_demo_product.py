@@ -172,7 +172,7 @@ class DemoDatabase:
                          "WHERE u.username = ?", username)[0][0]
 
 
-def until(check: Callable[[], Any], what: str, seconds: float = 15.0) -> Any:
+def until(check: Callable[[], Any], what: str, seconds: float = 40.0) -> Any:
     deadline = time.monotonic() + seconds
     while True:
         value = check()

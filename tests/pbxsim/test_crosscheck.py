@@ -151,8 +151,9 @@ async def test_timestamps_carry_the_simulated_durations() -> None:
     _pbx, raw, _chunks = await record("inbound_answered", speed=10)
     ringing, answered, ended = translate(raw)
     assert isinstance(ringing, wire.CallRinging) and isinstance(ended, wire.CallEnded)
-    assert abs(answered.occurred_at - ringing.occurred_at - 3) < 0.5, "answered 3 s after it rang"
-    assert abs(ended.occurred_at - answered.occurred_at - 6) < 0.5, "6 s of talk"
+    # The simulator's clock, not the reader's: 3 s of ringing and 6 of talk (a busy machine may run its timers late).
+    assert 2.95 < answered.occurred_at - ringing.occurred_at < 4.5, "answered 3 s after it rang"
+    assert 4.5 < ended.occurred_at - answered.occurred_at < 7.5, "6 s of talk"
 
 
 async def test_the_bridge_capture_and_replay_commands_agree(tmp_path: Path) -> None:
