@@ -12,9 +12,12 @@ Rules
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -123,6 +126,50 @@ def _command_reply(request: HttpRequest, result: wire.CommandResult, done: str, 
 
 def _not_a_resource(request: HttpRequest) -> HttpResponse:
     return _reply(request, _("Your user is not a resource; ask an administrator to make it one."), "error")
+
+
+def _resource_post(view: Callable[[HttpRequest, Resource], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """A post that the user makes as a resource: login and POST required, and the view gets the user's resource; a
+    user who is not one gets the error reply instead."""
+
+    @login_required
+    @require_POST
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest) -> HttpResponse:
+        resource = resource_of(request.user)
+        if resource is None:
+            return _not_a_resource(request)
+        return view(request, resource)
+
+    return wrapped
+
+
+# What a command view states of its own: given the resource and its form's cleaned data, the action's CommandResult
+# and the message to show when the bridge accepts it.
+_CommandView = Callable[[HttpRequest, Resource, dict[str, Any]], tuple[wire.CommandResult, str]]
+
+
+def _command(form_class: type[forms.Form] | None = None, *, invalid: Callable[[forms.Form], str] = _form_error
+             ) -> Callable[[_CommandView], Callable[[HttpRequest], HttpResponse]]:
+    """A call-control post (S-4.6, S-4.10-4.13): a resource's post (``_resource_post``) with ``form_class`` validated
+    (``invalid``: the error message when it is not), then the view's command, its CommandResult as the reply."""
+
+    def decorate(view: _CommandView) -> Callable[[HttpRequest], HttpResponse]:
+        @_resource_post
+        @functools.wraps(view)
+        def wrapped(request: HttpRequest, resource: Resource) -> HttpResponse:
+            data: dict[str, Any] = {}
+            if form_class is not None:
+                form = form_class(request.POST)
+                if not form.is_valid():
+                    return _reply(request, invalid(form), "error")
+                data = form.cleaned_data
+            result, done = view(request, resource, data)
+            return _command_reply(request, result, done)
+
+        return wrapped
+
+    return decorate
 
 
 # ---- the page and its parts -------------------------------------------------------------------------------------
@@ -341,13 +388,9 @@ def contact_search(request: HttpRequest) -> HttpResponse:
 # ---- what the agent does ----------------------------------------------------------------------------------------
 
 
-@login_required
-@require_POST
-def set_campaign(request: HttpRequest) -> HttpResponse:
+@_resource_post
+def set_campaign(request: HttpRequest, resource: Resource) -> HttpResponse:
     """S-4.2: the working campaign."""
-    resource = resource_of(request.user)
-    if resource is None:
-        return _not_a_resource(request)
     form = CampaignForm(request.POST)
     if not form.is_valid():
         return _reply(request, _form_error(form), "error", template="calls/_campaign.html",
@@ -396,14 +439,21 @@ def link_contact(request: HttpRequest, pk: int) -> HttpResponse:
         return _reply(request, _form_error(form), "error", call=call)
     contact = form.cleaned_data["contact"]
     try:
-        linked = actions.link_call_to_contact(call, contact, replace_slot=form.cleaned_data["replace_slot"],
-                                              store_number=form.cleaned_data["store_number"])
+        return _linked_reply(request, call, lambda: actions.link_call_to_contact(
+            call, contact, replace_slot=form.cleaned_data["replace_slot"],
+            store_number=form.cleaned_data["store_number"]))
     except AllSlotsFull as full:
         return _reply(request, template="calls/_link_slots.html", call=call, context={
             "call": call, "contact": full.contact,
             "slots": {phone.slot: phone for phone in full.contact.phones.all()}, "slot_numbers": PHONE_SLOTS,
             "number": actions.number_to_store(call),
         })
+
+
+def _linked_reply(request: HttpRequest, call: Call, link: Callable[[], actions.Linked]) -> HttpResponse:
+    """S-4.17's reply, whichever way the call is linked: ``link()`` done, refused, or invalid."""
+    try:
+        linked = link()
     except actions.Refused as exc:
         return _reply(request, exc.message, "error", call=call, triggers={"cc-call-changed": {"id": call.pk}})
     except ValidationError as exc:
@@ -428,14 +478,7 @@ def link_new_contact(request: HttpRequest, pk: int) -> HttpResponse:
     form = NewContactForm(request.POST)
     if not form.is_valid():
         return _reply(request, _form_error(form), "error", call=call)
-    try:
-        linked = actions.link_call_to_new_contact(call, **form.cleaned_data)
-    except actions.Refused as exc:
-        return _reply(request, exc.message, "error", call=call, triggers={"cc-call-changed": {"id": call.pk}})
-    except ValidationError as exc:
-        return _reply(request, " ".join(exc.messages), "error", call=call)
-    return _reply(request, _linked_message(linked), "success", call=call,
-                  triggers={"cc-call-changed": {"id": call.pk}, "cc-dialog-close": {}})
+    return _linked_reply(request, call, lambda: actions.link_call_to_new_contact(call, **form.cleaned_data))
 
 
 @login_required
@@ -494,13 +537,9 @@ def clear_selected(request: HttpRequest) -> HttpResponse:
     return _cleared_reply(request, actions.clear_calls(request.user, ids))
 
 
-@login_required
-@require_POST
-def clear_all(request: HttpRequest) -> HttpResponse:
+@_resource_post
+def clear_all(request: HttpRequest, resource: Resource) -> HttpResponse:
     """S-4.16 Clear all: the user's own calls, whatever the filters."""
-    resource = resource_of(request.user)
-    if resource is None:
-        return _not_a_resource(request)
     return _cleared_reply(request, actions.clear_all(resource))
 
 
@@ -521,80 +560,45 @@ def _selected_call(request: HttpRequest) -> Call | None:
     return None
 
 
-@login_required
-@require_POST
-def dial(request: HttpRequest) -> HttpResponse:
+@_command(NumberForm)
+def dial(request: HttpRequest, resource: Resource, data: dict[str, Any]) -> tuple[wire.CommandResult, str]:
     """S-4.10 Call."""
-    resource = resource_of(request.user)
-    if resource is None:
-        return _not_a_resource(request)
-    form = NumberForm(request.POST)
-    if not form.is_valid():
-        return _reply(request, _form_error(form), "error")
-    number = form.cleaned_data["number"]
-    result = actions.dial(resource, number)
-    return _command_reply(request, result, _("Calling %(number)s…") % {"number": number})
+    number = data["number"]
+    return actions.dial(resource, number), _("Calling %(number)s…") % {"number": number}
 
 
-@login_required
-@require_POST
-def redial(request: HttpRequest) -> HttpResponse:
+@_command()
+def redial(request: HttpRequest, resource: Resource, data: dict[str, Any]) -> tuple[wire.CommandResult, str]:
     """S-4.10 Redial: the selected call's number, or the last number dialled."""
-    resource = resource_of(request.user)
-    if resource is None:
-        return _not_a_resource(request)
     call = _selected_call(request)
     number = call.number if call is not None and call.number else resource.last_dialled
-    return _command_reply(request, actions.redial(resource, call), _("Calling %(number)s…") % {"number": number})
+    return actions.redial(resource, call), _("Calling %(number)s…") % {"number": number}
 
 
-@login_required
-@require_POST
-def answer(request: HttpRequest) -> HttpResponse:
+@_command()
+def answer(request: HttpRequest, resource: Resource, data: dict[str, Any]) -> tuple[wire.CommandResult, str]:
     """S-4.11 Answer."""
-    resource = resource_of(request.user)
-    if resource is None:
-        return _not_a_resource(request)
-    return _command_reply(request, actions.answer(resource, _selected_call(request)), _("Answering…"))
+    return actions.answer(resource, _selected_call(request)), _("Answering…")
 
 
-@login_required
-@require_POST
-def hangup(request: HttpRequest) -> HttpResponse:
+@_command()
+def hangup(request: HttpRequest, resource: Resource, data: dict[str, Any]) -> tuple[wire.CommandResult, str]:
     """S-4.12 End call."""
-    resource = resource_of(request.user)
-    if resource is None:
-        return _not_a_resource(request)
-    return _command_reply(request, actions.hangup(resource, _selected_call(request)), _("Ending the call…"))
+    return actions.hangup(resource, _selected_call(request)), _("Ending the call…")
 
 
-@login_required
-@require_POST
-def transfer(request: HttpRequest) -> HttpResponse:
+@_command(NumberForm)
+def transfer(request: HttpRequest, resource: Resource, data: dict[str, Any]) -> tuple[wire.CommandResult, str]:
     """S-4.13 Transfer to the internal number in Number."""
-    resource = resource_of(request.user)
-    if resource is None:
-        return _not_a_resource(request)
-    form = NumberForm(request.POST)
-    if not form.is_valid():
-        return _reply(request, _form_error(form), "error")
-    target = form.cleaned_data["number"]
-    result = actions.transfer(resource, target, _selected_call(request))
-    return _command_reply(request, result, _("Transferring to %(number)s…") % {"number": target})
+    target = data["number"]
+    return (actions.transfer(resource, target, _selected_call(request)),
+            _("Transferring to %(number)s…") % {"number": target})
 
 
-@login_required
-@require_POST
-def busy(request: HttpRequest) -> HttpResponse:
+@_command(BusyForm, invalid=lambda form: _("Busy is either on or off."))
+def busy(request: HttpRequest, resource: Resource, data: dict[str, Any]) -> tuple[wire.CommandResult, str]:
     """S-4.6 Busy: on or off on the PBX; the toggle follows what the PBX then reports."""
-    resource = resource_of(request.user)
-    if resource is None:
-        return _not_a_resource(request)
-    form = BusyForm(request.POST)
-    if not form.is_valid():
-        return _reply(request, _("Busy is either on or off."), "error")
-    wanted = form.cleaned_data["busy"]
-    result = actions.set_busy(resource, wanted)
+    wanted = data["busy"]
     done = (_("Busy sent to the PBX; the switch shows what the PBX reports.") if wanted
             else _("Available sent to the PBX; the switch shows what the PBX reports."))
-    return _command_reply(request, result, done)
+    return actions.set_busy(resource, wanted), done
