@@ -43,28 +43,22 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
 import datetime as dt
 import gc
 import hashlib
 import os
 import random
-import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
-ROOT = Path(__file__).resolve().parent.parent
+import _common
+from _common import log, percentile
+
 DATA_VERSION = 2  # bump when the generator below changes what it writes
 TARGET_P95_MS = 50.0
-EXIT_POSTGRES_UNREACHABLE = 3
 BATCH = 50_000
 VERIFY_SAMPLE = 40
 AGENTS = 200
@@ -75,42 +69,9 @@ ADMIN = "supervisor"
 TABLES = ("calls_call", "activities_activity")
 FILTERS = ("agent", "agent-number", "agent-name", "admin", "admin-number", "admin-name")
 
-_started = time.monotonic()
-
-
-def log(message: str) -> None:
-    print(f"[{time.monotonic() - _started:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of an already sorted sequence."""
-    if not sorted_values:
-        raise ValueError("no samples")
-    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
 
 def fmt_ms(seconds: float) -> str:
-    ms = seconds * 1000
-    if ms >= 100:
-        return f"{ms:.0f}ms"
-    if ms >= 10:
-        return f"{ms:.1f}ms"
-    return f"{ms:.2f}ms"
-
-
-def _raise_interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def setup_django(database_url: str) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "callcenter.crm.settings"
-    os.environ["CALLCENTER_SECRET_KEY"] = "bench-only-throwaway-key-" + os.urandom(8).hex()
-    os.environ["CALLCENTER_DATABASE_URL"] = database_url
-    os.environ.setdefault("CALLCENTER_LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
+    return _common.fmt_ms(seconds, small_decimals=2)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -351,24 +312,6 @@ class CallSource:
                                     contact, started, answered_ms, ended)
 
 
-def _column_plan(model: Any, generated: Sequence[str]) -> tuple[list[str], tuple[Any, ...]]:
-    """Columns in insert order: the generated fields first, then every other concrete field with an unsaved
-    instance's value (its default), adapted for the database as a save would."""
-    from django.db import connection
-
-    by_attname = {field.attname: field for field in model._meta.concrete_fields}
-    missing = [name for name in generated if name not in by_attname]
-    if missing:
-        raise SystemExit(f"{model.__name__} no longer has {missing}; update bench/call_list.py")
-    columns = [by_attname[name].column for name in generated]
-    constants = []
-    for attname, field in by_attname.items():
-        if attname not in generated:
-            columns.append(field.column)
-            constants.append(field.get_db_prep_save(field.get_default(), connection))
-    return columns, tuple(constants)
-
-
 CALL_FIELDS = ["id", "resource_id", "kind", "direction", "state", "started_at", "answered_at", "ended_at", "duration",
                "number", "number_key", "number_digits", "caller_name", "contact_id", "extension", "pbx_call_id",
                "pbx_leg_id", "created_at", "updated_at"]
@@ -398,7 +341,7 @@ def _timestamp_adapter(vendor: str) -> Callable[[int], Any]:
 
 def generated_rows(source: CallSource, context: dict[str, Any], vendor: str
                    ) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
-    """Batches of (call rows, activity rows) in the column order of _column_plan."""
+    """Batches of (call rows, activity rows) in the column order of column_plan."""
     from callcenter import numbers
     from callcenter.calls.models import Call, CallDirection, CallKind, CallState
 
@@ -462,8 +405,8 @@ def load_context() -> dict[str, Any]:
                      .values_list("id", "extension"))
     if len(resources) != AGENTS:
         raise SystemExit(f"expected {AGENTS} agents with extensions, found {len(resources)}")
-    call_columns, call_constants = _column_plan(Call, CALL_FIELDS)
-    activity_columns, activity_constants = _column_plan(Activity, ACTIVITY_FIELDS)
+    call_columns, call_constants = _common.column_plan(Call, CALL_FIELDS, "bench/call_list.py")
+    activity_columns, activity_constants = _common.column_plan(Activity, ACTIVITY_FIELDS, "bench/call_list.py")
     return {
         "rules": MatchRules.current(), "resources": resources,
         "activity_type_id": settings.incoming_activity_type_id,
@@ -871,28 +814,6 @@ def fingerprint(options: argparse.Namespace) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def cached_sqlite(path: Path, expected: str) -> tuple[dict[str, str] | None, str]:
-    """The cached database's metadata when it is completely loaded with this fingerprint (read without Django)."""
-    if not path.exists():
-        return None, "no cached database"
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            meta = dict(db.execute("SELECT k, v FROM bench_meta").fetchall())
-            if meta.get("fingerprint") != expected:
-                return None, "cached database is from another version or size"
-            calls = db.execute("SELECT MAX(id) FROM calls_call").fetchone()[0]
-    except sqlite3.Error as exc:
-        return None, f"cached database unreadable or incomplete ({exc})"
-    if str(calls) != meta.get("calls"):
-        return None, f"cached database changed ({calls} calls)"
-    return meta, f"{int(calls):,} calls, data of {meta['last_day']}"
-
-
-def remove_sqlite(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-
-
 def build(options: argparse.Namespace, vendor: str) -> tuple[int, dt.date, float]:
     from django.utils import timezone
 
@@ -921,132 +842,54 @@ def run_measurements(db: str, options: argparse.Namespace, calls: int, last_day:
 
 
 def run_sqlite(options: argparse.Namespace) -> int:
-    cache_dir = Path(options.cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"call_list-{options.calls}-c{options.contacts}-s{options.seed}-v{DATA_VERSION}.sqlite3"
-    setup_django(f"sqlite:///{path}")  # four slashes: absolute path
+    path = _common.setup_cached_sqlite(
+        options.cache_dir, f"call_list-{options.calls}-c{options.contacts}-s{options.seed}-v{DATA_VERSION}.sqlite3")
     from django.core.management import call_command
     from django.db import connection
 
     wanted = fingerprint(options)
-    meta, why = cached_sqlite(path, wanted)
+    meta, why = _common.cached_sqlite(path, wanted, {"calls": "SELECT MAX(id) FROM calls_call"})
     if meta is not None and not options.rebuild:
-        log(f"sqlite: reusing {path} ({why}); --rebuild to load it again")
+        log(f"sqlite: reusing {path} ({int(meta['calls']):,} calls, data of {meta['last_day']}); --rebuild to load it "
+            "again")
         call_command("migrate", verbosity=0, interactive=False)  # newer migrations, as on a production database
         calls, last_day, load_note = int(meta["calls"]), dt.date.fromisoformat(meta["last_day"]), "db=cached"
     else:
         log(f"sqlite: building {path} ({'--rebuild' if meta else why})")
-        remove_sqlite(path)
+        _common.remove_sqlite(path)
         call_command("migrate", verbosity=0, interactive=False)
-        connection.ensure_connection()
-        with connection.cursor() as c:
-            # A failed load is thrown away, so it needs no journal; WAL comes back right after.
-            c.execute("PRAGMA journal_mode=OFF")
-            c.execute("PRAGMA synchronous=OFF")
-            c.execute("PRAGMA cache_size=-1048576")  # 1 GiB while the indexes are rebuilt
+        _common.sqlite_for_bulk_load(cache_kib=1048576)  # 1 GiB while the indexes are rebuilt
         calls, last_day, seconds = build(options, "sqlite")
-        with connection.cursor() as c:
-            c.execute("CREATE TABLE IF NOT EXISTS bench_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
-            c.executemany("INSERT OR REPLACE INTO bench_meta (k, v) VALUES (%s, %s)",
-                          [("fingerprint", wanted), ("calls", str(calls)), ("last_day", last_day.isoformat())])
-            c.execute("PRAGMA cache_size=-2000")
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA synchronous=NORMAL")
+        _common.sqlite_after_bulk_load({"fingerprint": wanted, "calls": str(calls), "last_day": last_day.isoformat()})
         connection.close()
-        # Written with synchronous=OFF: flush now, or the kernel's write-back lands in the timings.
-        with open(path, "rb+") as db_file:
-            os.fsync(db_file.fileno())
-        seconds = time.monotonic() - _started
+        _common.fsync(path)
+        seconds = time.monotonic() - _common.STARTED
         log(f"sqlite: {calls:,} calls loaded and flushed in {seconds:.0f}s")
         load_note = f"db=built in {seconds:.0f}s"
     return run_measurements("sqlite", options, calls, last_day, load_note)
 
 
-def run_postgres(options: argparse.Namespace) -> int:
-    import psycopg
-    from psycopg import sql
+def run_postgres(options: argparse.Namespace, url: str) -> int:
+    _common.setup_django(url)
+    from django.core.management import call_command
+    from django.db import connection
 
-    admin = urlsplit(options.pg_url)
-    name = f"callcenter_bench_{os.getpid()}"
-    try:
-        admin_conn = psycopg.connect(options.pg_url.replace("postgres://", "postgresql://", 1), autocommit=True,
-                                     connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"call_list postgres: SKIPPED - PostgreSQL is unreachable at {admin.hostname}:{admin.port or 5432} "
-              f"({reason}); start it (pg_ctlcluster <version> main start) or pass --pg-url", flush=True)
-        return EXIT_POSTGRES_UNREACHABLE
-    created = False
-    try:
-        admin_conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        created = True
-        log(f"postgres: created the throwaway database {name}")
-        setup_django(urlunsplit((admin.scheme, admin.netloc, "/" + name, admin.query, "")))
-        from django.core.management import call_command
-        from django.db import connection
-
-        call_command("migrate", verbosity=0, interactive=False)
-        calls, last_day, _seconds = build(options, "postgres")
-        log("postgres: VACUUM ANALYZE (what autovacuum does after a bulk load), CHECKPOINT")
-        connection.ensure_connection()
-        with connection.cursor() as c:
-            for table in (*TABLES, "contacts_contact", "contacts_contactphone", "resources_resource", "auth_user"):
-                c.execute(f"VACUUM ANALYZE {table}")
-            c.execute("CHECKPOINT")  # write the load out now, not in a checkpoint during the timings
-        seconds = time.monotonic() - _started
-        connection.close()
-        return run_measurements("postgres", options, calls, last_day, f"db=built in {seconds:.0f}s")
-    finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
-        if created:
-            try:
-                admin_conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-                log(f"postgres: dropped {name}")
-            except psycopg.Error as exc:
-                log(f"postgres: could not drop {name} ({exc}); drop it by hand: DROP DATABASE {name};")
-        admin_conn.close()
+    call_command("migrate", verbosity=0, interactive=False)
+    calls, last_day, _seconds = build(options, "postgres")
+    log("postgres: VACUUM ANALYZE (what autovacuum does after a bulk load), CHECKPOINT")
+    connection.ensure_connection()
+    with connection.cursor() as c:
+        for table in (*TABLES, "contacts_contact", "contacts_contactphone", "resources_resource", "auth_user"):
+            c.execute(f"VACUUM ANALYZE {table}")
+        c.execute("CHECKPOINT")  # write the load out now, not in a checkpoint during the timings
+    seconds = time.monotonic() - _common.STARTED
+    connection.close()
+    return run_measurements("postgres", options, calls, last_day, f"db=built in {seconds:.0f}s")
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Entry point: --db both runs each database in a child process of its own (a Django process has one settings module)
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def run_children(argv: list[str]) -> int:
-    passthrough, skip = [], False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if arg == "--db":
-            skip = i + 1 < len(argv)
-            continue
-        if not arg.startswith("--db="):
-            passthrough.append(arg)
-    failures = 0
-    for db in ("sqlite", "postgres"):
-        child = subprocess.Popen([sys.executable, __file__, "--db", db, *passthrough], stdout=subprocess.PIPE,
-                                 text=True)
-        previous = signal.signal(signal.SIGTERM, lambda signum, _f, c=child: c.send_signal(signum))
-        try:
-            assert child.stdout is not None
-            for line in child.stdout:
-                print(line, end="", flush=True)
-            code = child.wait()
-        except KeyboardInterrupt:
-            child.wait()  # it got the same Ctrl-C; let it drop its database
-            return 130
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        if code == EXIT_POSTGRES_UNREACHABLE and db == "postgres":
-            continue  # asked for "both": an absent server is reported, not a failure
-        if code != 0:
-            print(f"call_list {db}: FAILED (exit {code})", flush=True)
-            failures += 1
-    return 1 if failures else 0
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -1060,13 +903,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=20, help="untimed pages per filter first (default 20)")
     parser.add_argument("--naive-samples", type=int, default=3, help="timed naive pages per filter (default 3)")
     parser.add_argument("--seed", type=int, default=5, help="data and sample seed (default 5)")
-    parser.add_argument("--cache-dir", default=str(ROOT / "var" / "bench"), help="where the SQLite database is kept")
-    parser.add_argument("--rebuild", action="store_true", help="load the SQLite database again even if cached")
+    _common.add_cache_arguments(parser)
     parser.add_argument("--explain", action="store_true", help="print each filter's query plan on stderr")
-    parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres",
-                        help="PostgreSQL server to create the throwaway database on (an existing database to "
-                             "connect to first)")
-    parser.add_argument("--check-targets", action="store_true", help="exit 1 when a target is missed")
+    _common.add_postgres_arguments(parser)
     options = parser.parse_args(argv)
     if options.calls < 1000 or options.contacts < 10:
         parser.error("need --calls >= 1000 and --contacts >= 10")
@@ -1076,17 +915,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    options = parse(argv)
-    if options.db == "both":
-        return run_children(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
-    try:
-        return run_sqlite(options) if options.db == "sqlite" else run_postgres(options)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
+    return _common.run_database_benchmark("call_list", __file__, parse, run_sqlite, run_postgres, argv)
 
 
 if __name__ == "__main__":

@@ -29,29 +29,23 @@ Output: progress on stderr; on stdout one summary line per database, starting wi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import hashlib
 import os
 import random
-import signal
-import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+import _common
+from _common import ROOT, log, percentile
+
 DATA_VERSION = 1  # bump when the generator below changes what it writes
 DIGITS_TO_SCAN = 10  # the product default (S-3.2)
 MATCH_LIMIT = 20  # match_caller's default
 TARGET_P99_MS = 1.0
 TARGET_RATIO = 100.0
-EXIT_POSTGRES_UNREACHABLE = 3
 BATCH = 50_000
 VERIFY_SAMPLE = 200
 
@@ -187,47 +181,14 @@ class ContactSource:
 # Small helpers
 # --------------------------------------------------------------------------------------------------------------------
 
-_started = time.monotonic()
-
-
-def log(message: str) -> None:
-    print(f"[{time.monotonic() - _started:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of an already sorted sequence."""
-    if not sorted_values:
-        raise ValueError("no samples")
-    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
 
 def fmt_ms(seconds: float) -> str:
-    ms = seconds * 1000
-    if ms >= 100:
-        return f"{ms:.0f}ms"
-    if ms >= 10:
-        return f"{ms:.1f}ms"
-    return f"{ms:.3f}ms"
-
-
-def _raise_interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    return _common.fmt_ms(seconds, small_decimals=3)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # One database: set Django up on it, load (or reuse), verify, measure
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def setup_django(database_url: str) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "callcenter.crm.settings"
-    os.environ["CALLCENTER_SECRET_KEY"] = "bench-only-throwaway-key-" + os.urandom(8).hex()
-    os.environ["CALLCENTER_DATABASE_URL"] = database_url
-    os.environ.setdefault("CALLCENTER_LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
 
 
 def fingerprint(options: argparse.Namespace) -> str:
@@ -247,47 +208,6 @@ def fingerprint(options: argparse.Namespace) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def cached_sqlite_is_usable(path: Path, expected_fingerprint: str) -> tuple[bool, str]:
-    """Whether ``path`` holds a completely loaded database of this fingerprint (read without Django)."""
-    if not path.exists():
-        return False, "no cached database"
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            meta = dict(db.execute("SELECT k, v FROM bench_meta").fetchall())
-            if meta.get("fingerprint") != expected_fingerprint:
-                return False, "cached database is from another version or size"
-            contacts = db.execute("SELECT COUNT(*) FROM contacts_contact").fetchone()[0]
-            phones = db.execute("SELECT COUNT(*) FROM contacts_contactphone").fetchone()[0]
-    except sqlite3.Error as exc:
-        return False, f"cached database unreadable or incomplete ({exc})"
-    if str(contacts) != meta.get("contacts") or str(phones) != meta.get("phones"):
-        return False, f"cached database row counts changed ({contacts} contacts, {phones} phones)"
-    return True, f"{contacts} contacts, {phones} phones"
-
-
-def remove_sqlite(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-
-
-def _column_plan(model: Any, generated: Sequence[str]) -> tuple[list[str], tuple[Any, ...]]:
-    """Column names in insert order: the generated fields first, then every other concrete field with the value an
-    unsaved instance holds (its default), adapted for the database as a save would."""
-    from django.db import connection
-
-    by_attname = {field.attname: field for field in model._meta.concrete_fields}
-    missing = [name for name in generated if name not in by_attname]
-    if missing:
-        raise SystemExit(f"{model.__name__} no longer has {missing}; update bench/caller_lookup.py")
-    columns = [by_attname[name].column for name in generated]
-    constants = []
-    for attname, field in by_attname.items():
-        if attname not in generated:
-            columns.append(field.column)
-            constants.append(field.get_db_prep_save(field.get_default(), connection))
-    return columns, tuple(constants)
-
-
 CONTACT_FIELDS = ["id", "first_name", "last_name", "company", "email", "notes", "search_text", "created_at",
                   "updated_at"]
 PHONE_FIELDS = ["id", "contact_id", "slot", "number", "digits", "key"]
@@ -296,7 +216,7 @@ PHONE_FIELDS = ["id", "contact_id", "slot", "number", "digits", "key"]
 def generate_rows(
     options: argparse.Namespace, rules: Any, contact_constants: tuple[Any, ...], phone_constants: tuple[Any, ...]
 ) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
-    """Batches of (contact rows, phone rows) in the column order of _column_plan, ids from 1."""
+    """Batches of (contact rows, phone rows) in the column order of column_plan, ids from 1."""
     from django.db import connection
 
     from callcenter import numbers
@@ -335,8 +255,8 @@ def load(options: argparse.Namespace, rules: Any, vendor: str) -> tuple[int, int
     n_contacts = n_phones = 0
     connection.ensure_connection()
     raw = connection.connection
-    contact_columns, contact_constants = _column_plan(Contact, CONTACT_FIELDS)
-    phone_columns, phone_constants = _column_plan(ContactPhone, PHONE_FIELDS)
+    contact_columns, contact_constants = _common.column_plan(Contact, CONTACT_FIELDS, "bench/caller_lookup.py")
+    phone_columns, phone_constants = _common.column_plan(ContactPhone, PHONE_FIELDS, "bench/caller_lookup.py")
     quote = connection.ops.quote_name
 
     def insert_sql(table: str, columns: list[str], placeholder: str) -> str:
@@ -546,24 +466,22 @@ def report(db: str, contacts: int, phones: int, load_note: str, m: dict[str, Any
 
 
 def run_sqlite(options: argparse.Namespace) -> int:
-    cache_dir = Path(options.cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"caller_lookup-{options.contacts}-s{options.seed}.sqlite3"
-    setup_django(f"sqlite:///{path}")  # four slashes: absolute path
+    path = _common.setup_cached_sqlite(options.cache_dir, f"caller_lookup-{options.contacts}-s{options.seed}.sqlite3")
     from django.core.management import call_command
     from django.db import connection
 
     from callcenter.contacts.actions import MatchRules
 
     wanted = fingerprint(options)
-    usable, why = cached_sqlite_is_usable(path, wanted)
-    if usable and not options.rebuild:
+    meta, why = _common.cached_sqlite(path, wanted, {"contacts": "SELECT COUNT(*) FROM contacts_contact",
+                                             "phones": "SELECT COUNT(*) FROM contacts_contactphone"})
+    if meta is not None and not options.rebuild:
         log(f"sqlite: reusing the cached database {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
-            f"({why}); --rebuild to load it again")
+            f"({meta['contacts']} contacts, {meta['phones']} phones); --rebuild to load it again")
         load_note = "db=cached"
     else:
-        log(f"sqlite: building {path} ({'--rebuild' if usable else why})")
-        remove_sqlite(path)
+        log(f"sqlite: building {path} ({'--rebuild' if meta else why})")
+        _common.remove_sqlite(path)
         load_note = ""
     call_command("migrate", verbosity=0, interactive=False)
     rules = MatchRules.current()
@@ -571,143 +489,61 @@ def run_sqlite(options: argparse.Namespace) -> int:
         raise SystemExit(f"expected the default digits to scan {DIGITS_TO_SCAN}, found {rules.digits_to_scan}")
 
     if not load_note:
-        connection.ensure_connection()
-        with connection.cursor() as c:
-            # A failed load is thrown away, so it needs no journal; WAL comes back right after.
-            c.execute("PRAGMA journal_mode=OFF")
-            c.execute("PRAGMA synchronous=OFF")
-            c.execute("PRAGMA cache_size=-262144")  # 256 MiB while the key index grows in random order
+        _common.sqlite_for_bulk_load(cache_kib=262144)  # 256 MiB while the key index grows in random order
         t0 = time.monotonic()
         contacts, phones = load(options, rules, "sqlite")
-        with connection.cursor() as c:
-            c.execute("CREATE TABLE IF NOT EXISTS bench_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
-            c.executemany("INSERT OR REPLACE INTO bench_meta (k, v) VALUES (%s, %s)",
-                          [("fingerprint", wanted), ("contacts", str(contacts)), ("phones", str(phones))])
-            c.execute("PRAGMA cache_size=-2000")
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA synchronous=NORMAL")
+        _common.sqlite_after_bulk_load({"fingerprint": wanted, "contacts": str(contacts), "phones": str(phones)})
         load_seconds = time.monotonic() - t0
         log(f"sqlite: loaded {contacts:,} contacts and {phones:,} phones in {load_seconds:.1f}s")
         load_note = f"db=built in {load_seconds:.0f}s"
         connection.close()  # measure on a fresh connection with the product's own settings
-        # Written with synchronous=OFF: flush now, or the kernel's write-back of ~0.5 GB lands in the timings.
-        with open(path, "rb+") as db_file:
-            os.fsync(db_file.fileno())
+        _common.fsync(path)  # ~0.5 GB
         log(f"sqlite: flushed to disk after {time.monotonic() - t0:.1f}s")
     else:
         from callcenter.contacts.models import Contact, ContactPhone
 
         contacts, phones = Contact.objects.count(), ContactPhone.objects.count()
+    return run_measurements("sqlite", options, rules, contacts, phones, load_note)
 
+
+def run_postgres(options: argparse.Namespace, url: str) -> int:
+    _common.setup_django(url)
+    from django.core.management import call_command
+    from django.db import connection
+
+    from callcenter.contacts.actions import MatchRules
+
+    call_command("migrate", verbosity=0, interactive=False)
+    rules = MatchRules.current()
+    t0 = time.monotonic()
+    contacts, phones = load(options, rules, "postgresql")
+    log(f"postgres: loaded {contacts:,} contacts and {phones:,} phones in {time.monotonic() - t0:.1f}s; "
+        "VACUUM ANALYZE (what autovacuum does after a bulk load), CHECKPOINT")
+    connection.ensure_connection()
+    with connection.cursor() as c:
+        c.execute("VACUUM ANALYZE contacts_contact")
+        c.execute("VACUUM ANALYZE contacts_contactphone")
+        # Write the load out now, not in a checkpoint during the timings.
+        c.execute("CHECKPOINT")
+    load_seconds = time.monotonic() - t0
+    connection.close()
+    return run_measurements("postgres", options, rules, contacts, phones, f"db=built in {load_seconds:.0f}s")
+
+
+def run_measurements(db: str, options: argparse.Namespace, rules: Any, contacts: int, phones: int,
+                     load_note: str) -> int:
     compared = verify_sample(options, rules)
-    log(f"sqlite: {compared} sampled phones equal what create_contact writes")
-    log(f"sqlite: {options.lookups} caller matches through match_caller...")
+    log(f"{db}: {compared} sampled phones equal what create_contact writes")
+    log(f"{db}: {options.lookups} caller matches through match_caller...")
     measured = measure(options, rules, phones)
-    line, met = report("sqlite", contacts, phones, load_note, measured)
+    line, met = report(db, contacts, phones, load_note, measured)
     print(line, flush=True)
     return 1 if (options.check_targets and not met) else 0
-
-
-def run_postgres(options: argparse.Namespace) -> int:
-    import psycopg
-    from psycopg import sql
-
-    admin = urlsplit(options.pg_url)
-    name = f"callcenter_bench_{os.getpid()}"
-    try:
-        admin_conn = psycopg.connect(options.pg_url.replace("postgres://", "postgresql://", 1), autocommit=True,
-                                     connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"caller_lookup postgres: SKIPPED - PostgreSQL is unreachable at {admin.hostname}:{admin.port or 5432} "
-              f"({reason}); start it (pg_ctlcluster <version> main start) or pass --pg-url", flush=True)
-        return EXIT_POSTGRES_UNREACHABLE
-    created = False
-    try:
-        admin_conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        created = True
-        log(f"postgres: created the throwaway database {name}")
-        bench_url = urlunsplit((admin.scheme, admin.netloc, "/" + name, admin.query, ""))
-        setup_django(bench_url)
-        from django.core.management import call_command
-        from django.db import connection, connections
-
-        from callcenter.contacts.actions import MatchRules
-
-        call_command("migrate", verbosity=0, interactive=False)
-        rules = MatchRules.current()
-        t0 = time.monotonic()
-        contacts, phones = load(options, rules, "postgresql")
-        log(f"postgres: loaded {contacts:,} contacts and {phones:,} phones in {time.monotonic() - t0:.1f}s; "
-            "VACUUM ANALYZE (what autovacuum does after a bulk load), CHECKPOINT")
-        connection.ensure_connection()
-        with connection.cursor() as c:
-            c.execute("VACUUM ANALYZE contacts_contact")
-            c.execute("VACUUM ANALYZE contacts_contactphone")
-            # Write the load out now, not in a checkpoint during the timings.
-            c.execute("CHECKPOINT")
-        load_seconds = time.monotonic() - t0
-        connection.close()
-        compared = verify_sample(options, rules)
-        log(f"postgres: {compared} sampled phones equal what create_contact writes")
-        log(f"postgres: {options.lookups} caller matches through match_caller...")
-        measured = measure(options, rules, phones)
-        line, met = report("postgres", contacts, phones, f"db=built in {load_seconds:.0f}s", measured)
-        print(line, flush=True)
-        return 1 if (options.check_targets and not met) else 0
-    finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
-        if created:
-            try:
-                admin_conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-                log(f"postgres: dropped {name}")
-            except psycopg.Error as exc:
-                log(f"postgres: could not drop {name} ({exc}); drop it by hand: DROP DATABASE {name};")
-        admin_conn.close()
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Entry point: --db both runs each database in a child process of its own (a Django process has one settings module)
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def run_children(options: argparse.Namespace, argv: list[str]) -> int:
-    passthrough = []
-    skip = False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if arg == "--db":
-            skip = i + 1 < len(argv)
-            continue
-        if arg.startswith("--db="):
-            continue
-        passthrough.append(arg)
-    failures = 0
-    for db in ("sqlite", "postgres"):
-        child = subprocess.Popen([sys.executable, __file__, "--db", db, *passthrough], stdout=subprocess.PIPE,
-                                 text=True)
-        previous = signal.signal(signal.SIGTERM, lambda signum, _f, c=child: c.send_signal(signum))
-        try:
-            assert child.stdout is not None
-            for line in child.stdout:
-                print(line, end="", flush=True)
-            code = child.wait()
-        except KeyboardInterrupt:
-            child.wait()  # it got the same Ctrl-C; let it drop its database
-            return 130
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        if code == EXIT_POSTGRES_UNREACHABLE and db == "postgres":
-            continue  # asked for "both": an absent server is reported, not a failure
-        if code != 0:
-            print(f"caller_lookup {db}: FAILED (exit {code})", flush=True)
-            failures += 1
-    return 1 if failures else 0
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -721,12 +557,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=200, help="untimed matches first (default 200)")
     parser.add_argument("--miss-share", type=float, default=0.2, help="share of callers nobody has (default 0.2)")
     parser.add_argument("--seed", type=int, default=2, help="data and sample seed (default 2)")
-    parser.add_argument("--cache-dir", default=str(ROOT / "var" / "bench"), help="where the SQLite database is kept")
-    parser.add_argument("--rebuild", action="store_true", help="load the SQLite database again even if cached")
-    parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres",
-                        help="PostgreSQL server to create the throwaway database on (an existing database to "
-                             "connect to first)")
-    parser.add_argument("--check-targets", action="store_true", help="exit 1 when a target is missed")
+    _common.add_cache_arguments(parser)
+    _common.add_postgres_arguments(parser)
     options = parser.parse_args(argv)
     if min(options.lookups, options.rounds, options.like_lookups) < 1 or options.contacts < 10:
         parser.error("need --contacts >= 10 and --lookups, --rounds, --like-lookups >= 1")
@@ -736,17 +568,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    options = parse(argv)
-    if options.db == "both":
-        return run_children(options, argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
-    try:
-        return run_sqlite(options) if options.db == "sqlite" else run_postgres(options)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
+    return _common.run_database_benchmark("caller_lookup", __file__, parse, run_sqlite, run_postgres, argv)
 
 
 if __name__ == "__main__":

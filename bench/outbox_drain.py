@@ -30,7 +30,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,24 +38,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+import _common
+from _common import ROOT, PostgresUnreachable, child_environment, free_port, serving, throwaway_postgres
+
 RECEIVER = Path(__file__).with_name("_drain_receiver.py")
 CALLCENTER = [sys.executable, "-m", "callcenter"]
 TARGET_SECONDS = 60.0
 TARGET_EVENTS = 240_000
 PREFIX = "drain"
+SECRET_KEY = "outbox-drain-bench-key-0123456789"
 
 
 def log(message: str) -> None:
     print(f"[outbox_drain] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -134,54 +130,17 @@ def drain(template: Path, workdir: Path, url: str, secret: str, batch_size: int,
 # ---- child processes ----------------------------------------------------------------------------------------------
 
 
-def child_environment(database_url: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CALLCENTER_"))}
-    env.update(CALLCENTER_DATABASE_URL=database_url, CALLCENTER_SECRET_KEY="outbox-drain-bench-key-0123456789",
-               CALLCENTER_LOG_LEVEL="WARNING")
-    return env
-
-
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of process ``pid`` so far (Linux /proc), None where that cannot be read."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _common.cpu_seconds(pid)
     except (OSError, ValueError, IndexError):
         return None
 
 
-@contextlib.contextmanager
-def serving(command: list[str], port: int, env: dict[str, str], log_path: Path) -> Iterator[tuple[str, int]]:
-    """Run ``command`` until the block ends; yields its URL and pid once it accepts connections."""
-    with log_path.open("ab") as output:
-        child = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"{' '.join(command[:4])} exited with {child.returncode}; see {log_path}:\n"
-                                   f"{log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{command[0]} did not listen on port {port}") from None
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", child.pid
-    finally:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-
 def prepare_crm(database_url: str, workdir: Path) -> str:
     """Migrate, add the bridge and load the demo data; returns the bridge secret."""
-    env = child_environment(database_url)
+    env = child_environment(database_url, SECRET_KEY)
     secret_file = workdir / f"secret-{time.monotonic_ns()}"
     for args in (["migrate", "--no-input", "-v", "0"], ["add-bridge", "office", "--secret-file", str(secret_file)],
                  ["seed-demo"]):
@@ -209,10 +168,10 @@ def run_anchor(template: Path, workdir: Path, options: argparse.Namespace) -> Dr
     secret_file = workdir / "anchor.secret"
     secret_file.write_text(secret, encoding="utf-8")
     port = free_port()
-    env = child_environment("sqlite:///unused.sqlite3")
+    env = child_environment("sqlite:///unused.sqlite3", SECRET_KEY)
     with serving([sys.executable, str(RECEIVER), str(port), str(secret_file)], port, env, workdir / "anchor.log") \
-            as (url, pid):
-        return timed_drain(pid, template, workdir, url, secret, options)
+            as receiver:
+        return timed_drain(receiver.pid, template, workdir, f"http://127.0.0.1:{port}", secret, options)
 
 
 def run_crm(label: str, database_url: str, count_stored: Callable[[], tuple[int, int]], template: Path,
@@ -221,9 +180,10 @@ def run_crm(label: str, database_url: str, count_stored: Callable[[], tuple[int,
     secret = prepare_crm(database_url, workdir)
     port = free_port()
     command = [*CALLCENTER, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    with serving(command, port, child_environment(database_url), workdir / f"{label}.log") as (url, pid):
+    url = f"http://127.0.0.1:{port}"
+    with serving(command, port, child_environment(database_url, SECRET_KEY), workdir / f"{label}.log") as crm:
         log(f"{label}: draining {options.events:,} events to {url} ...")
-        drained = timed_drain(pid, template, workdir, url, secret, options)
+        drained = timed_drain(crm.pid, template, workdir, url, secret, options)
     stored, failed = count_stored()
     return drained, stored, failed
 
@@ -244,32 +204,19 @@ def sqlite_counts(path: Path) -> Callable[[], tuple[int, int]]:
 def postgres_database(admin_url: str) -> Iterator[str | None]:
     """A throwaway database on the server at ``admin_url`` (its URL), or None when the server is unreachable."""
     try:
-        import psycopg
-        from psycopg import sql
+        import psycopg  # noqa: F401 - only whether it is there
     except ImportError:
         log("postgres: psycopg is not installed; skipped")
         yield None
         return
-    conninfo = admin_url.replace("postgres://", "postgresql://", 1)
-    try:
-        admin = psycopg.connect(conninfo, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        log(f"postgres: unreachable at {urlsplit(admin_url).hostname} ({str(exc).strip()}); skipped")
-        yield None
-        return
-    name = f"callcenter_bench_drain_{os.getpid()}"
-    parts = urlsplit(admin_url)
-    try:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        log(f"postgres: created the throwaway database {name}")
-        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-    finally:
+    with contextlib.ExitStack() as stack:
         try:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            log(f"postgres: dropped {name}")
-        except psycopg.Error as exc:
-            log(f"postgres: could not drop {name} ({exc}); drop it by hand: DROP DATABASE {name};")
-        admin.close()
+            url: str | None = stack.enter_context(
+                throwaway_postgres(admin_url, f"callcenter_bench_drain_{os.getpid()}", connect_timeout=3, log=log))
+        except PostgresUnreachable as unreachable:
+            log(f"postgres: unreachable at {urlsplit(admin_url).hostname} ({unreachable.detail}); skipped")
+            url = None
+        yield url
 
 
 def postgres_counts(url: str) -> Callable[[], tuple[int, int]]:

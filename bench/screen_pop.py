@@ -43,8 +43,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,37 +53,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+import _common
+from _common import child_environment, cpu_seconds, free_port, interrupt_on_signals, log, percentile, serving
+
 TARGET_P99_MS = 100.0
 TARGET_RATE = 50.0
 FIRST_EXTENSION = 100
 CONTACT_SHARE = 3  # every third caller is a contact
 SECRET_KEY = "screen-pop-bench-key-" + "0123456789abcdef" * 3
 
-_started = time.monotonic()
-
-
-def log(message: str) -> None:
-    print(f"[{time.monotonic() - _started:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of an already sorted sequence."""
-    if not sorted_values:
-        raise ValueError("no samples")
-    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
 
 def fmt_ms(seconds: float) -> str:
-    ms = seconds * 1000
-    return f"{ms:.0f}ms" if ms >= 100 else f"{ms:.1f}ms"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return _common.fmt_ms(seconds, small_decimals=1)
 
 
 def national(n: int) -> str:
@@ -107,10 +86,7 @@ def extensions(agents: int) -> list[str]:
 
 
 def crm_environment(database: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CALLCENTER_"))}
-    env.update(CALLCENTER_DATABASE_URL=f"sqlite:///{database}", CALLCENTER_SECRET_KEY=SECRET_KEY,
-               CALLCENTER_LOG_LEVEL="WARNING")
-    return env
+    return child_environment(f"sqlite:///{database}", SECRET_KEY)
 
 
 @dataclass(frozen=True)
@@ -170,35 +146,10 @@ def prepare_crm(database: Path, workdir: Path, agents: int, contact_numbers: Seq
     return logins
 
 
-@contextlib.contextmanager
-def crm_server(database: Path, port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def crm_server(database: Path, port: int, log_path: Path) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     command = [sys.executable, "-m", "callcenter", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--no-access-log"]
-    with log_path.open("ab") as output:
-        child = subprocess.Popen(command, env=crm_environment(database), stdout=output, stderr=subprocess.STDOUT,
-                                 cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"the CRM exited with {child.returncode}; see {log_path}:\n"
-                                   f"{log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the CRM did not listen on port {port} within 60 s") from None
-                time.sleep(0.05)
-        yield child
-    finally:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+    return serving(command, port, crm_environment(database), log_path, name="the CRM", timeout=60)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -270,12 +221,6 @@ class RateResult:
     crm_cpu: float  # CPU seconds the CRM process used during the rate
     load_cpu: float  # CPU seconds this process (simulator, bridge, screens) used
     seconds: float  # wall seconds the rate took (calls and the wait for the last pops)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Ringing:
@@ -610,14 +555,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return options
 
 
-def _raise_interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     options = parse(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
+    interrupt_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="screen_pop-"))
     try:
         calls = plan_calls(options)

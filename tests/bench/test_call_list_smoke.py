@@ -6,16 +6,14 @@ No timing is asserted (speed belongs in the benchmark's own figures); this only 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-NUMBER = r"\d+(?:\.\d+)?"
+from tests.bench.smoke import NUMBER, run_bench
+
 FILTERS = ["agent", "agent-number", "agent-name", "admin", "admin-number", "admin-name"]
 SUMMARY = re.compile(
     rf"^call_list sqlite (?P<filter>[a-z-]+): calls=3,000 p50=(?P<p50>{NUMBER})ms p95=(?P<p95>{NUMBER})ms "
@@ -26,13 +24,8 @@ SUMMARY = re.compile(
 
 
 def _run(cache_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CALLCENTER_"))}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "call_list.py"), "--calls", "3000", "--contacts", "200", "--db",
-         "sqlite", "--samples", "12", "--rounds", "2", "--warmup", "2", "--naive-samples", "2", "--cache-dir",
-         str(cache_dir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
+    return run_bench("call_list", "--calls", "3000", "--contacts", "200", "--db", "sqlite", "--samples", "12",
+                     "--rounds", "2", "--warmup", "2", "--naive-samples", "2", "--cache-dir", str(cache_dir))
 
 
 @pytest.mark.slow

@@ -5,16 +5,14 @@ No timing is asserted (speed belongs in the benchmark's own figures); this only 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-NUMBER = r"\d+(?:\.\d+)?"
+from tests.bench.smoke import NUMBER, run_bench
+
 SUMMARY = re.compile(
     rf"^caller_lookup sqlite: contacts=(?P<contacts>\d+) phones=(?P<phones>\d+) "
     rf"match p50=(?P<p50>{NUMBER})ms p99=(?P<p99>{NUMBER})ms "
@@ -26,12 +24,8 @@ SUMMARY = re.compile(
 
 
 def _run(cache_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CALLCENTER_"))}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "caller_lookup.py"), "--contacts", "2000", "--lookups", "50",
-         "--db", "sqlite", "--cache-dir", str(cache_dir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
+    return run_bench("caller_lookup", "--contacts", "2000", "--lookups", "50", "--db", "sqlite", "--cache-dir",
+                     str(cache_dir))
 
 
 @pytest.mark.slow

@@ -6,15 +6,12 @@ No timing is asserted (speed belongs in the benchmark's own figures); this only 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.bench.smoke import run_bench
+
 NUMBER = r"[\d,]+(?:\.\d+)?"
 CPU = rf"(?:cpu {NUMBER}s = {NUMBER} events/cpu-s|cpu <0\.1s|cpu n/a)"
 ANCHOR = re.compile(
@@ -30,12 +27,7 @@ CRM = re.compile(
 
 @pytest.mark.slow
 def test_a_small_sqlite_run_prints_the_anchor_and_the_crm_and_stores_every_event_once() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CALLCENTER_"))}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "outbox_drain.py"), "--events", "1500", "--batch-size", "200",
-         "--db", "sqlite"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
+    done = run_bench("outbox_drain", "--events", "1500", "--batch-size", "200", "--db", "sqlite")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 2, done.stdout

@@ -7,16 +7,12 @@ No timing is asserted (speed belongs in the benchmark's own figures); this only 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-NUMBER = r"\d+(?:\.\d+)?"
+from tests.bench.smoke import NUMBER, run_bench
+
 SUMMARY = re.compile(
     rf"^screen_pop rate=(?P<rate>{NUMBER})/s agents=10: p50=(?P<p50>{NUMBER})ms p99=(?P<p99>{NUMBER})ms "
     rf"max={NUMBER}ms lost=(?P<lost>\d+)/(?P<rung>\d+) \| anchor: WebSocket ping round trip on the same server "
@@ -29,12 +25,7 @@ SUMMARY = re.compile(
 
 @pytest.mark.slow
 def test_a_small_run_prints_one_line_per_rate_and_every_ringing_call_pops() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CALLCENTER_"))}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "screen_pop.py"), "--agents", "10", "--rates", "4,50", "--seconds", "1",
-         "--pings", "5"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
+    done = run_bench("screen_pop", "--agents", "10", "--rates", "4,50", "--seconds", "1", "--pings", "5")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 2, done.stdout

@@ -3,91 +3,36 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import queue
+import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
 
 from callcenter.bridge import cli
 from tests.bridge.conftest import AMI_SECRET, BRIDGE_SECRET, free_port
+from tests.child_process import ChildProcess, clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLCENTER_", "DJANGO_"))}
-    env.update(PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
-class Process:
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=env, text=True, encoding="utf-8",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, self.lines), daemon=True),
-            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, None), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: IO[str] | None, into: list[str], lines: queue.Queue[str] | None) -> None:
-        assert stream is not None
-        for line in stream:
-            into.append(line)
-            if lines is not None:
-                lines.put(line)
-
-    def wait_for_line(self, text: str, seconds: float = 30) -> str:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if text in line:
-                return line
-        raise AssertionError(f"no {text!r}; stdout={''.join(self.stdout)!r} stderr={''.join(self.stderr)!r}")
-
-    def finish(self, seconds: float = 20) -> int:
-        code = self.process.wait(seconds)
-        for reader in self._readers:
-            reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
+SETTINGS_PAGE = re.compile(r"settings page:(.*)")
 
 
 @pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
+def processes() -> Iterator[list[ChildProcess]]:
+    started: list[ChildProcess] = []
     yield started
     for process in started:
-        process.kill()
+        process.stop()
 
 
-def run_stub(processes: list[Process], *args: str) -> Process:
-    process = Process(["-m", "tests.bridge.stub_bridge_main", *args], clean_env())
+def run_stub(processes: list[ChildProcess], *args: str) -> ChildProcess:
+    process = ChildProcess(["-m", "tests.bridge.stub_bridge_main", *args], ROOT, clean_env())
     processes.append(process)
     return process
 
@@ -99,19 +44,19 @@ def run_callcenter(*args: str, env: dict[str, str] | None = None) -> subprocess.
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_run_serves_until_a_signal_then_exits_cleanly(
-    write_config: Callable[..., Path], processes: list[Process], tmp_path: Path, sig: signal.Signals
+    write_config: Callable[..., Path], processes: list[ChildProcess], tmp_path: Path, sig: signal.Signals
 ) -> None:
     port = free_port()
     config = write_config(bridge={"port": port, "callback_port": free_port(), "extended_log": True})
     bridge = run_stub(processes, "run", "--config", str(config))
 
-    link = bridge.wait_for_line("settings page:").split("settings page:", 1)[1].strip()
+    link = bridge.wait_for(SETTINGS_PAGE, 30).group(1).strip()
     assert link.startswith(f"http://127.0.0.1:{port}/login?token=")
     health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
     assert health["status"] == "ok" and health["pbx_connected"] is True
 
     bridge.process.send_signal(sig)
-    assert bridge.finish() == 0
+    assert bridge.finish(20) == 0
     stderr = "".join(bridge.stderr)
     assert "Traceback" not in stderr
     with pytest.raises(httpx.ConnectError):
@@ -124,19 +69,19 @@ def test_run_serves_until_a_signal_then_exits_cleanly(
 
 
 def test_run_on_a_busy_port_says_so_in_one_line(
-    write_config: Callable[..., Path], processes: list[Process]
+    write_config: Callable[..., Path], processes: list[ChildProcess]
 ) -> None:
     port = free_port()
     first = run_stub(processes, "run", "--config", str(write_config(bridge={"port": port})))
-    first.wait_for_line("settings page:")
+    first.wait_for(SETTINGS_PAGE, 30)
     second = run_stub(processes, "run", "--config", str(write_config("other.toml", bridge={"port": port})))
-    assert second.finish() == 2
+    assert second.finish(20) == 2
     assert "".join(second.stderr) == (
         f"callcenter bridge run: port {port} on 127.0.0.1 is in use (by another bridge?); choose another port in "
         "[bridge] port\n"
     )
     first.process.send_signal(signal.SIGINT)
-    assert first.finish() == 0
+    assert first.finish(20) == 0
 
 
 def test_run_with_bad_settings_lists_the_problems_and_exits_2(write_config: Callable[..., Path]) -> None:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import queue
 import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
+
+from tests.child_process import ChildProcess, clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -30,83 +24,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of someone typing the command: none of the test run's Django or Callcenter settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLCENTER_", "DJANGO_"))}
-    env.update(PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
-class Running:
+class Running(ChildProcess):
     """A `callcenter ...` child process whose output lines are collected as they come."""
 
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "callcenter", *args], cwd=cwd, env=env, text=True, encoding="utf-8",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, self.lines), daemon=True),
-            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, None), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: IO[str] | None, into: list[str], lines: queue.Queue[str] | None) -> None:
-        assert stream is not None
-        for line in stream:
-            into.append(line)
-            if lines is not None:
-                lines.put(line)
-
-    @property
-    def stderr_text(self) -> str:
-        return "".join(self.stderr)
+        super().__init__(["-m", "callcenter", *args], cwd, env)
 
     def wait_for(self, pattern: re.Pattern[str], seconds: float = STARTUP_SECONDS) -> re.Match[str]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            match = pattern.search(line)
-            if match:
-                return match
-        self.stop()
-        raise AssertionError(f"no line matching {pattern.pattern!r}; stdout:\n{''.join(self.stdout)}\n"
-                             f"stderr:\n{self.stderr_text}")
-
-    def interrupt(self, seconds: float = 30) -> int:
-        self.process.send_signal(signal.SIGINT)
-        return self.finish(seconds)
-
-    def finish(self, seconds: float = 30) -> int:
-        try:
-            self.process.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise AssertionError(f"still running {seconds} s later") from None
-        for reader in self._readers:
-            reader.join(5)
-        return self.process.returncode
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        for reader in self._readers:
-            reader.join(5)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.stdout)
+        return super().wait_for(pattern, seconds)
 
 
 @pytest.fixture
@@ -157,17 +82,25 @@ def test_demo_migrates_seeds_serves_and_lets_alice_log_in(tmp_path: Path, proces
     assert secret.stat().st_mode & 0o077 == 0 and len(secret.read_text().strip()) >= 40
 
 
-def test_demo_reports_a_port_in_use_before_touching_the_database(tmp_path: Path, processes: list[Running]) -> None:
+def _on_a_busy_port(command: str, tmp_path: Path, processes: list[Running], env: dict[str, str]
+                    ) -> tuple[int, Running]:
+    """`callcenter COMMAND --port P` while another socket listens on P: it exits with 2 and names the busy port."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        demo = Running(["demo", "--port", str(port)], cwd=tmp_path, env=clean_env())
-        processes.append(demo)
-        status = demo.finish()
+        running = Running([command, "--port", str(port)], cwd=tmp_path, env=env)
+        processes.append(running)
+        status = running.finish()
     assert status == 2
-    assert f"port {port} on 127.0.0.1 is already in use" in demo.stderr_text
-    assert "--port" in demo.stderr_text and "Traceback" not in demo.stderr_text
+    assert f"port {port} on 127.0.0.1 is already in use" in running.stderr_text
+    assert "Traceback" not in running.stderr_text
+    return port, running
+
+
+def test_demo_reports_a_port_in_use_before_touching_the_database(tmp_path: Path, processes: list[Running]) -> None:
+    _port, demo = _on_a_busy_port("demo", tmp_path, processes, clean_env())
+    assert "--port" in demo.stderr_text
     assert not (tmp_path / "var" / "demo.sqlite3").exists()
 
 
@@ -193,17 +126,9 @@ def test_serve_runs_the_crm_until_ctrl_c(tmp_path: Path, processes: list[Running
 
 
 def test_serve_names_the_busy_port_and_how_to_choose_another(tmp_path: Path, processes: list[Running]) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        server = Running(["serve", "--port", str(port)], cwd=tmp_path, env=_serve_env())
-        processes.append(server)
-        status = server.finish()
-    assert status == 2
-    assert f"port {port} on 127.0.0.1 is already in use" in server.stderr_text
+    port, server = _on_a_busy_port("serve", tmp_path, processes, _serve_env())
     assert f"--port {port + 1}" in server.stderr_text
-    assert "Traceback" not in server.stderr_text and server.output == ""
+    assert server.output == ""
 
 
 @pytest.mark.parametrize("port", ["http", "0", "70000"])
