@@ -142,13 +142,24 @@ _remembered_display = functools.lru_cache(maxsize=4096)(numbers.display)
 
 
 def calls_changed(changes: Sequence[tuple[Call, bool] | dict[str, Any]]) -> None:
-    """call_changed() for each (call, new) in order, as one commit hook: the same messages to the same groups in the
-    same order, with the committed rows read in one query and one hop to the event loop for all the sends (what a
-    batch of bridge events needs). A dict is a leg message, sent in its place as leg_changed() sends it."""
-    pending: list[tuple[int, bool, int | None] | dict[str, Any]] = [
-        change if isinstance(change, dict) else (change[0].pk, change[1], change[0].resource_id)
-        for change in changes
-    ]
+    """call_changed() for each (call, new), as one commit hook: the committed rows read in one query and one hop to
+    the event loop for all the sends (what a batch of bridge events needs). A call changed several times in the
+    batch is pushed once, where it first changed, as new if it was new: its messages would all be read from the same
+    committed row, so the later ones would only repeat it. A dict is a leg message, sent in its place as
+    leg_changed() sends it."""
+    pending: list[tuple[int, bool, int | None] | dict[str, Any]] = []
+    position: dict[int, int] = {}
+    for change in changes:
+        if isinstance(change, dict):
+            pending.append(change)
+            continue
+        call, new = change
+        at = position.get(call.pk)
+        if at is None:
+            position[call.pk] = len(pending)
+            pending.append((call.pk, new, call.resource_id))
+        elif new:
+            pending[at] = (call.pk, True, call.resource_id)
     if not pending:
         return
 
