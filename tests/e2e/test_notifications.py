@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
@@ -55,18 +55,18 @@ HIDDEN_TAB_AND_NOTIFICATIONS = """
 
 
 @contextmanager
-def call_center_settings(screens: Screens, **checkboxes: bool) -> Iterator[None]:
-    """Carol (an administrator) sets S-3 switches on the Call center settings page for the block (``name=True`` ticks
-    ``#id_<name>``), then puts each back as it was."""
-    page = screens.open("carol", "/settings/call-center/").page
+def ticked(screens: Screens, username: str, url: str, saved: str, **checkboxes: bool) -> Iterator[None]:
+    """``username`` sets the check boxes ``#id_<name>`` of the settings form at ``url`` for the block (``saved``: the
+    page's success message), then puts each back as it was."""
+    page = screens.open(username, url).page
     before = {name: page.locator(f"#id_{name}").is_checked() for name in checkboxes}
 
     def save(values: dict[str, bool]) -> None:
-        page.goto("/settings/call-center/")
+        page.goto(url)
         for name, value in values.items():
             page.locator(f"#id_{name}").set_checked(value)
         page.locator("main form button[type=submit]").click()
-        expect(page.locator(".messages .success")).to_have_text("Call center settings saved.")
+        expect(page.locator(".messages .success")).to_have_text(saved)
 
     save(checkboxes)
     try:
@@ -75,24 +75,14 @@ def call_center_settings(screens: Screens, **checkboxes: bool) -> Iterator[None]
         save(before)
 
 
-@contextmanager
-def own_notify_option(screens: Screens, username: str, notify: bool) -> Iterator[None]:
-    """``username`` sets S-2.6 (Notify on new call) on their own Call center options for the block, then back."""
-    page = screens.open(username, "/resources/me/options/").page
-    field = page.locator("#id_notify_new_call")
-    before = field.is_checked()
+def call_center_settings(screens: Screens, **checkboxes: bool) -> AbstractContextManager[None]:
+    """Carol (an administrator) sets S-3 switches on the Call center settings page for the block."""
+    return ticked(screens, "carol", "/settings/call-center/", "Call center settings saved.", **checkboxes)
 
-    def save(value: bool) -> None:
-        page.goto("/resources/me/options/")
-        field.set_checked(value)
-        page.locator("main form button[type=submit]").click()
-        expect(page.locator(".messages .success")).to_have_text("Call center options saved.")
 
-    save(notify)
-    try:
-        yield
-    finally:
-        save(before)
+def own_notify_option(screens: Screens, username: str, notify: bool) -> AbstractContextManager[None]:
+    """``username`` sets S-2.6 (Notify on new call) on their own Call center options for the block."""
+    return ticked(screens, username, "/resources/me/options/", "Call center options saved.", notify_new_call=notify)
 
 
 def pop_of(page: Page, number: str) -> Locator:
