@@ -190,9 +190,8 @@ def _processed_values(bridge: Bridge | None, events: Sequence[wire.Event]) -> li
 
 
 def _processed(bridge: Bridge | None, event: wire.Event) -> ProcessedEvent:
-    return ProcessedEvent(
-        event_id=event.event_id, bridge=bridge, event_type=_event_type(event), occurred_at=_when(event.occurred_at)
-    )
+    [values] = _processed_values(bridge, [event])
+    return ProcessedEvent(**dict(zip(_PROCESSED_FIELDS, values, strict=True)))
 
 
 @dataclass

@@ -56,8 +56,7 @@ def _preparer(field: Field[Any, Any], alias: str, vendor: str) -> Callable[[Any]
 
         return unchanged
     if type(field) is models.DateTimeField and settings.USE_TZ:
-        utc = connections[alias].timezone if vendor == "sqlite" else None
-        if vendor == "sqlite" and utc is dt.UTC:
+        if vendor == "sqlite" and connections[alias].timezone is dt.UTC:
             # DateTimeField.get_prep_value() keeps an aware datetime; SQLite's adapt_datetimefield_value() makes it
             # naive in UTC and returns str(value). For a datetime already in UTC that is str() without the zone.
             def sqlite_datetime(value: Any) -> Any:
@@ -119,11 +118,6 @@ def _run(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *, ma
 
 def _connection(model: type[Model]) -> BaseDatabaseWrapper:
     return connections[router.db_for_write(model)]
-
-
-def _columns(model: type[Model], fields: Sequence[Field[Any, Any]], connection: BaseDatabaseWrapper) -> str:
-    quote = connection.ops.quote_name
-    return ", ".join(quote(str(field.column)) for field in fields)
 
 
 def _inserted_fields(model: type[Model]) -> list[Field[Any, Any]]:
@@ -203,8 +197,8 @@ def insert_values(model: type[Model], names: Sequence[str], rows: Iterable[Seque
 
 
 def _insert_head(model: type[Model], fields: Sequence[Field[Any, Any]], connection: BaseDatabaseWrapper) -> str:
-    table = connection.ops.quote_name(model._meta.db_table)
-    return f"INSERT INTO {table} ({_columns(model, fields, connection)})"
+    quote = connection.ops.quote_name
+    return f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(str(field.column)) for field in fields)})"
 
 
 def _unnest_insert(model: type[Model], fields: Sequence[Field[Any, Any]], connection: BaseDatabaseWrapper) -> str:
