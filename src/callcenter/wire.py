@@ -138,7 +138,25 @@ class LinkState(_Event, frozen=True, kw_only=True, tag="bridge.link"):
     heartbeat_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
 
 
-Event = CallRinging | CallAnswered | CallTransferred | CallEnded | AgentState | LinkState
+class LiveLeg(msgspec.Struct, frozen=True, kw_only=True):
+    """One leg the PBX still has: the call and the extension it belongs to."""
+
+    call_id: _Id
+    extension: _Ext
+
+
+class LiveCalls(_Event, frozen=True, kw_only=True, tag="bridge.calls"):
+    """What the PBX has live, sent at every (re)connect once the bridge has caught up: every leg of the followed
+    ``extensions`` (empty = every extension) that is not in ``legs`` is over, whatever the bridge remembers (it may
+    have been restarted or killed). The CRM closes such legs as reconciled, at ``gone_at``: the last moment the bridge
+    knew the PBX's state (or the leg's own last time, if later)."""
+
+    extensions: tuple[_Ext, ...] = ()
+    legs: Annotated[tuple[LiveLeg, ...], msgspec.Meta(max_length=20_000)] = ()
+    gone_at: _Time
+
+
+Event = CallRinging | CallAnswered | CallTransferred | CallEnded | AgentState | LinkState | LiveCalls
 CALL_EVENTS: Final = (CallRinging, CallAnswered, CallTransferred, CallEnded)
 
 

@@ -46,6 +46,7 @@ from callcenter.bridge.settings import BridgeSettings
 log = logging.getLogger("callcenter.bridge")
 
 OUTBOX_NAME: Final = "outbox.sqlite3"
+PBX_ALIVE_NAME: Final = "pbx-alive.json"  # the last moment the PBX was known alive (connectors/ami)
 STOP_SECONDS: Final = 10.0
 FINAL_DELIVERY_SECONDS: Final = 3.0
 
@@ -71,7 +72,8 @@ def make_connector(settings: BridgeSettings) -> Connector:
 
         try:
             return AmiConnector(settings.asterisk, extensions=settings.followed_extensions,
-                                internal_digits=settings.internal_digits)
+                                internal_digits=settings.internal_digits,
+                                alive_file=settings.data_dir / PBX_ALIVE_NAME)
         except ValueError as exc:
             raise StartError(str(exc)) from None
     if system is wire.PhoneSystem.TSAPI:

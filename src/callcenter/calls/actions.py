@@ -49,7 +49,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -219,6 +219,9 @@ def _apply(context: _Context, bridge: Bridge | None, event: wire.Event) -> None:
         _apply_agent_state(event)
     elif isinstance(event, wire.LinkState):
         _apply_link_state(bridge, event)
+    elif isinstance(event, wire.LiveCalls):
+        for end in gone_legs(event):
+            project(context, _merge_into_leg(end))
     else:
         leg = _merge_into_leg(event)
         if leg is not None:
@@ -582,15 +585,33 @@ class _Batch:
             elif isinstance(event, wire.LinkState):
                 self.write()
                 _apply_link_state(self.bridge, event)
+            elif isinstance(event, wire.LiveCalls):
+                self.write()  # the open legs are read from the database: everything before this event is in it
+                for end in gone_legs(event):
+                    self._call_event(end)
             else:
-                leg = self.legs.get((event.call_id, event.extension))
-                if leg is None:
-                    leg = CallLeg(pbx_call_id=event.call_id, extension=event.extension)
-                    self.legs[(event.call_id, event.extension)] = leg
-                _merge_event(leg, event)
-                self._legs_to_save[id(leg)] = leg
-                project(self.context, leg, self)
+                self._call_event(event)
         self.write()
+
+    def _call_event(self, event: _CallEvent) -> None:
+        key = (event.call_id, event.extension)
+        leg = self.legs.get(key)
+        if leg is None and isinstance(event, wire.CallEnded) and event.reconciled:
+            # A leg closed by a LiveCalls event may belong to no call of this batch: read it now.
+            leg = (CallLeg.objects.select_for_update(of=("self",)).select_related("call")
+                   .filter(pbx_call_id=event.call_id, extension=event.extension).first())
+            if leg is not None:
+                self.legs[key] = leg
+                self._remember(leg)
+                if leg.call is not None:
+                    self._remember(leg.call)
+                    self._made.append(leg.call)
+        if leg is None:
+            leg = CallLeg(pbx_call_id=event.call_id, extension=event.extension)
+            self.legs[key] = leg
+        _merge_event(leg, event)
+        self._legs_to_save[id(leg)] = leg
+        project(self.context, leg, self)
 
     # _Store
     def resource(self, extension: str) -> Resource | None:
@@ -705,6 +726,41 @@ _Row = TypeVar("_Row", Call, CallLeg)
 
 
 # ---- agent and bridge state --------------------------------------------------------------------------------------
+
+
+GONE_CAUSE_TEXT: Final = "ended while the bridge was not following the PBX"
+
+
+def gone_legs(event: wire.LiveCalls) -> list[wire.CallEnded]:
+    """The ends of the legs a bridge's ``LiveCalls`` says are over: every leg still open in the CRM, of the
+    extensions it covers, that began before the list was taken and is not in it. Each ends at ``gone_at`` (never
+    before its own ringing or answer), as reconciled: the PBX ended it while the bridge could not see it."""
+    live = {(leg.call_id, leg.extension) for leg in event.legs}
+    taken = _when(event.occurred_at)
+    open_legs = CallLeg.objects.filter(Q(rang_at__isnull=True) | Q(rang_at__lte=taken), ended_at__isnull=True)
+    if event.extensions:
+        open_legs = open_legs.filter(extension__in=list(event.extensions))
+    ends = []
+    for call_id, extension, leg_id, rang_at, answered_at in open_legs.values_list(
+        "pbx_call_id", "extension", "pbx_leg_id", "rang_at", "answered_at"
+    ).order_by("pk"):
+        if (call_id, extension) in live:
+            continue
+        known = [moment.timestamp() for moment in (rang_at, answered_at) if moment is not None]
+        ends.append(wire.CallEnded(
+            event_id=f"{event.event_id}:{call_id}:{extension}",
+            occurred_at=max([event.gone_at, *known]),
+            call_id=call_id,
+            extension=extension,
+            leg_id=leg_id,
+            cause_text=GONE_CAUSE_TEXT,
+            reconciled=True,
+        ))
+    if ends:
+        log.info("the bridge's PBX no longer has %d open leg(s); closing them as of %s", len(ends),
+                 _when(event.gone_at).isoformat())
+    return ends
+
 
 
 def _apply_agent_state(event: wire.AgentState) -> None:

@@ -328,14 +328,30 @@ def test_dnd_from_the_custom_device_state_is_reported_when_it_changes() -> None:
     assert on[0].event_id != off[0].event_id
 
 
-def test_dnd_from_extension_status_busy_and_idle_again() -> None:
+def test_a_combined_hint_never_says_dnd_by_itself_it_asks_the_astdb() -> None:
+    # FreePBX's hint PJSIP/100&Custom:DND100 goes Busy while 100 talks (device_state_busy_at): not DND.
     pbx = Pbx()
     hint = ("Hint", "PJSIP/100&Custom:DND100")
     in_use = pbx("ExtensionStatus", ("Exten", "100"), hint, ("Status", "1"), ("StatusText", "InUse"))
     busy = pbx("ExtensionStatus", ("Exten", "100"), hint, ("Status", "2"), ("StatusText", "Busy"))
+    assert in_use == [] and busy == []
+    assert pbx.translator.take_dnd_checks() == ["100"]
+    assert pbx.translator.take_dnd_checks() == []  # each check is handed out once
     idle = pbx("ExtensionStatus", ("Exten", "100"), hint, ("Status", "0"), ("StatusText", "Idle"))
-    in_use_again = pbx("ExtensionStatus", ("Exten", "100"), hint, ("Status", "1"), ("StatusText", "InUse"))
-    assert in_use == [] and in_use_again == []  # an ordinary call says nothing new about DND
+    assert idle == [] and pbx.translator.take_dnd_checks() == ["100"]
+
+
+def test_a_combined_hint_of_an_extension_not_followed_asks_nothing() -> None:
+    pbx = Pbx(extensions=frozenset({"101"}))
+    pbx("ExtensionStatus", ("Exten", "100"), ("Hint", "PJSIP/100&Custom:DND100"), ("Status", "2"))
+    assert pbx.translator.take_dnd_checks() == []
+
+
+def test_dnd_from_a_hint_of_the_dnd_device_alone() -> None:
+    pbx = Pbx()
+    hint = ("Hint", "Custom:DND100")
+    busy = pbx("ExtensionStatus", ("Exten", "*76100"), hint, ("Status", "2"), ("StatusText", "Busy"))
+    idle = pbx("ExtensionStatus", ("Exten", "*76100"), hint, ("Status", "0"), ("StatusText", "Idle"))
     assert [(e.dnd, e.device_state) for e in busy + idle] == [(True, "Busy"), (False, "Idle")]  # type: ignore[union-attr]
 
 

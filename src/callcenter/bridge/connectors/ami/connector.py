@@ -54,13 +54,17 @@ Commands and the AMI actions they become (``ext`` = the command's extension; it 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
+import os
 import random
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Final
 
 from callcenter import wire
@@ -92,6 +96,10 @@ log = logging.getLogger("callcenter.bridge.ami")
 READ_SIZE: Final = 256 * 1024
 DEFAULT_PING_INTERVAL: Final = 4.0
 MAX_PING_TIMEOUT: Final = 5.0
+# While the PBX does not accept connections (restarting, crashed), it is tried again every 0.25-0.5 s: a connection
+# attempt costs nothing, and every second without the link is a second of calls the bridge cannot see.
+UNREACHABLE_RETRY: Final = 0.5
+ALIVE_SAVE_INTERVAL: Final = 1.0
 _DIALABLE: Final = re.compile(r"\+?[0-9*#]{1,79}")
 _EXTENSION: Final = re.compile(r"[0-9]{1,40}")
 _UNKNOWN_ACTION: Final = "invalid/unknown command"
@@ -170,6 +178,7 @@ class AmiConnector:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.time,
+        alive_file: Path | None = None,
     ) -> None:
         if not settings.username:
             raise ValueError("[asterisk] username is empty; give the AMI user of manager.conf")
@@ -221,6 +230,13 @@ class AmiConnector:
         self._stopping: asyncio.Event | None = None
         self._running = False
         self._link_events = 0
+        self._unreachable = False  # the last attempt found no PBX accepting connections
+        self._background: set[asyncio.Task[None]] = set()
+        # The last moment the PBX was known to be alive (a message arrived from it), kept in ``alive_file`` so that a
+        # bridge restarted after a crash still knows when it lost sight of the calls then in progress.
+        self._alive_file = alive_file
+        self._alive_at: float | None = _load_alive(alive_file, clock())
+        self._alive_saved = 0.0
         # Figures for /metrics and for tests.
         self.bytes_in = 0
         self.messages_in = 0
@@ -249,6 +265,7 @@ class AmiConnector:
         stopping = self._stopping = asyncio.Event()
         try:
             while not stopping.is_set():
+                self._unreachable = False
                 try:
                     reason = await self._session()
                 except _LoginRefused as exc:
@@ -259,11 +276,15 @@ class AmiConnector:
                     break
                 self._note_failure(reason)
                 delay = self.retry_delay(self._failures)
+                if self._unreachable:
+                    delay = min(delay, UNREACHABLE_RETRY * (0.5 + 0.5 * self._jitter()))
                 self._failures += 1
-                log.info("reconnecting to the AMI at %s in %.1f s (attempt %d)", self.where, delay, self._failures)
+                log.log(logging.INFO if self._failures <= 3 else logging.DEBUG,
+                        "reconnecting to the AMI at %s in %.1f s (attempt %d)", self.where, delay, self._failures)
                 await self._pause(delay, stopping)
         finally:
             self._running = False
+            self._save_alive(force=True)
             self._set_link(False, "stopped")
             self._emit = _discard
 
@@ -273,6 +294,8 @@ class AmiConnector:
             self._stopping.set()
         link = self._link
         if link is not None and not link.lost.done():
+            self._alive_at = self._clock()  # the PBX was there until we stopped following it
+            self._save_alive(force=True)
             try:
                 link.writer.write(link.conn.send(Action("Logoff")))
             except (LocalProtocolError, OSError, RuntimeError):  # the transport is already going: nothing to say
@@ -310,7 +333,7 @@ class AmiConnector:
         if reason != self.last_error:
             log.error("AMI link to %s: %s", self.where, reason)
         else:
-            log.info("AMI link to %s: %s (again)", self.where, reason)
+            log.debug("AMI link to %s: %s (again)", self.where, reason)
         self.last_error = reason
         self._set_link(False, reason)
 
@@ -327,8 +350,11 @@ class AmiConnector:
             raise _Failure(PBX_UNAVAILABLE, f"no answer from {self.where} within {self._timeout:g} s; check the "
                                             "address, the port (AMI: 5038) and the firewall") from None
         except OSError as exc:
+            self._unreachable = True
             raise _Failure(PBX_UNAVAILABLE, f"cannot connect to the AMI at {self.where} ({exc.strerror or exc}); "
                                             "is Asterisk running with the manager enabled on that port?") from None
+        # Calls that vanish from the PBX while the bridge could not see it ended, at the latest, when it last could.
+        gone_at = self._alive_at if self._alive_at is not None else self._clock()
         link = _Link(reader, writer)
         self._link = link
         reader_task = asyncio.create_task(self._read(link), name=f"ami-reader-{self.where}")
@@ -349,7 +375,7 @@ class AmiConnector:
             self._set_link(True, f"logged in to {banner} at {self.where} as {settings.username!r}")
             log.info("AMI link to %s up (%s)", self.where, banner)
             try:
-                await self._resync(link)
+                await self._resync(link, gone_at)
             except _Failure as exc:  # the keep-alive decides whether the link is still usable
                 if not link.lost.done():
                     log.warning("resync with the PBX at %s failed: %s", self.where, exc.message)
@@ -414,6 +440,10 @@ class AmiConnector:
             while not link.lost.done():
                 data = await reader.read(READ_SIZE)
                 self.bytes_in += len(data)
+                if data:
+                    self._alive_at = self._clock()
+                    if self._alive_at - self._alive_saved >= ALIVE_SAVE_INTERVAL:
+                        self._save_alive()
                 conn.receive_data(data)
                 while True:
                     message = conn.next_event()
@@ -447,6 +477,35 @@ class AmiConnector:
             return
         for event in self._translator.feed(message, self._clock()):
             self._send(event)
+        checks = self._translator.take_dnd_checks()
+        if checks and self.settings.busy_mode in ("dnd", "both"):
+            for ext in checks:
+                task = asyncio.get_running_loop().create_task(self._check_dnd(link, ext))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _check_dnd(self, link: _Link, ext: str) -> None:
+        """Ask the PBX for an extension's DND after its combined hint changed; a lost link just ends the check."""
+        try:
+            await self._query_dnd(link, ext)
+        except _Failure as exc:
+            log.debug("DND of extension %s not checked: %s", ext, exc.message)
+
+    def _save_alive(self, *, force: bool = False) -> None:
+        """Keep the last moment the PBX was known alive in ``alive_file`` (at most once a second unless forced)."""
+        if self._alive_file is None or self._alive_at is None:
+            return
+        if not force and self._alive_at - self._alive_saved < ALIVE_SAVE_INTERVAL:
+            return
+        self._alive_saved = self._alive_at
+        temporary = self._alive_file.with_name(self._alive_file.name + ".tmp")
+        try:
+            temporary.write_text(json.dumps({"pbx_alive_at": self._alive_at, "pbx": self.where}), encoding="utf-8")
+            os.replace(temporary, self._alive_file)
+        except OSError as exc:
+            log.warning("cannot keep the PBX's last-alive time in %s (%s); after a crash of the bridge, calls that "
+                        "ended meanwhile will be closed at the time it restarts", self._alive_file,
+                        exc.strerror or exc)
 
     def _answer(self, link: _Link, action_id: str, message: Message) -> None:
         waiter = link.waiters.get(action_id)
@@ -536,11 +595,12 @@ class AmiConnector:
 
     # ---- resync after every (re)connect ------------------------------------------------------------------------
 
-    async def _resync(self, link: _Link) -> None:
+    async def _resync(self, link: _Link, gone_at: float) -> None:
         for action, item in (("CoreShowChannels", "coreshowchannel"), ("Status", "status")):
             known_before = self._translator.tracked_uniqueids
             try:
-                await self._request(action, link=link, on_complete=self._reconciler(item, known_before))
+                await self._request(action, link=link,
+                                    on_complete=self._reconciler(item, known_before, gone_at))
                 break
             except _Failure as exc:
                 if exc.error_id != PBX_REFUSED:
@@ -551,7 +611,7 @@ class AmiConnector:
             await asyncio.gather(*(self._query_dnd(link, ext) for ext in self.extensions))
         self.resyncs += 1
 
-    def _reconciler(self, item: str, known_before: frozenset[str]) -> OnComplete:
+    def _reconciler(self, item: str, known_before: frozenset[str], gone_at: float) -> OnComplete:
         def reconcile(messages: list[Message]) -> None:  # runs in the reader, where the list ends in the stream
             if _refused(messages):
                 return
@@ -565,8 +625,17 @@ class AmiConnector:
                         live.add(uniqueid)
                         out.extend(self._translator.catch_up(message, now))
             appeared = self._translator.tracked_uniqueids - known_before
-            out.extend(self._translator.reconcile(live | appeared, now))
+            out.extend(self._translator.reconcile(live | appeared, now, gone_at))
+            # Whatever this bridge remembers (it may have been restarted), the CRM closes every other open leg.
             self.reconciles += 1
+            out.append(wire.LiveCalls(
+                event_id=f"ami:live:{now:.6f}:{self.reconciles}",
+                occurred_at=max(now, self._translator.pbx_time),
+                extensions=self.extensions,
+                legs=tuple(wire.LiveLeg(call_id=call_id, extension=ext)
+                           for call_id, ext in self._translator.live_legs()),
+                gone_at=max(min(gone_at, now), 0.0),
+            ))
             ended = sum(1 for event in out if isinstance(event, wire.CallEnded))
             log.info("reconciled with the PBX: %d live channels, %d calls closed, %d events", len(live), ended,
                      len(out))
@@ -635,7 +704,7 @@ class AmiConnector:
                                             "leading + and * or #")
         self._require_link()
         channel_id = f"crm-{secrets.token_hex(10)}"
-        self._translator.expect_originate(channel_id)
+        self._translator.expect_originate(channel_id, number)
         await self._request("Originate", (
             ("Channel", self._originate_channel(ext)),
             ("Context", self.settings.originate_context),
@@ -751,6 +820,19 @@ class AmiConnector:
             if matching:
                 return matching[-1]
         return None
+
+
+def _load_alive(path: Path | None, now: float) -> float | None:
+    """The last-alive time kept by an earlier run, if there is a sane one (not in the future, not absurd)."""
+    if path is None:
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("pbx_alive_at")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(value, (int, float)) and math.isfinite(value) and 946_684_800 <= value <= now:
+        return float(value)
+    return None
 
 
 def _package_version() -> str:

@@ -34,9 +34,11 @@ Rules
   transfer) makes it ``agent``; the first on the other side (a party of the leg's bridge hanging up or leaving, or a
   ``DialEnd`` that ends the ringing, cause 26) makes it ``remote``. ``answered_elsewhere`` is cause 26. A hang-up
   cause of 0 after an unanswered dial takes the dial status's cause (NOANSWER -> 19, BUSY -> 17, ...).
-- DND as on FreePBX: device ``Custom:DND<ext>`` BUSY/NOT_INUSE, ``ExtensionStatus`` Busy for a hint containing
-  ``Custom:DND<ext>`` (Idle again after Busy), and ``DBGetResponse`` of family ``DND``. An ``AgentState`` leaves only
-  when the known DND state of a followed extension changes.
+- DND as on FreePBX, only from what says DND: device ``Custom:DND<ext>`` BUSY/NOT_INUSE, ``ExtensionStatus`` of a
+  hint that is ``Custom:DND<ext>`` alone, and ``DBGetResponse`` of family ``DND``. A hint that joins the phone and its
+  DND (``PJSIP/100&Custom:DND100``) is Busy whenever the phone is in a call, so its changes only make the extension
+  due for a ``DBGet DND/<ext>`` (``take_dnd_checks``), never DND by themselves. An ``AgentState`` leaves only when
+  the known DND state of a followed extension changes.
 - Timestamps: the ``Timestamp`` header (``timestampevents=yes``), else the arrival time.
 - Event ids are stable: ``ami:<Linkedid>:<Uniqueid>:<kind>``, so the same capture translated twice gives the same
   ids and the CRM stores each event once.
@@ -321,6 +323,7 @@ class _Leg:
     cause: int = 0
     cause_text: str = ""
     reconciled: bool = False
+    last_at: float = 0.0  # the time of its latest event
 
 
 @dataclass(slots=True, eq=False)
@@ -342,6 +345,8 @@ class _Channel:
     leg: _Leg | None = None
     announced: bool = False  # seen in a Newchannel event
     originated: bool = False  # created by an Originate (click-to-dial), not by a caller
+    originate_number: str = ""  # the number our own Originate asked it to call
+    self_linked: bool = False  # its Linkedid is its own Uniqueid: the first channel of its call
     optimized: bool = False  # a Local half being optimised away: its hang-up says nothing about the call
     talked_with: tuple[str, str] | None = None  # (number, name) of the first party an agent's channel was bridged to
 
@@ -382,7 +387,8 @@ class Translator:
         self._calls: dict[str, _Call] = {}
         self._bridges: dict[str, set[str]] = {}
         self._dnd: dict[str, bool] = {}
-        self._expected_originates: dict[str, None] = {}
+        self._expected_originates: dict[str, str] = {}
+        self._dnd_checks: dict[str, None] = {}  # extensions whose DND state the PBX should be asked for
         self._unknown_names: set[str] = set()
         self.pbx_time = 0.0  # the latest PBX Timestamp seen
         self._handlers: dict[str, Handler] = {
@@ -443,18 +449,22 @@ class Translator:
             return "custom:dnd" not in (message.get("Hint") or "").lower()
         return False
 
-    def expect_originate(self, uniqueid: str) -> None:
-        """Tell the translator that the channel with this ``Uniqueid`` (Originate's ``ChannelId``) is a click-to-dial:
-        the agent's phone rings first, but the call is the agent's outgoing call, announced when it dials."""
+    def expect_originate(self, uniqueid: str, number: str = "") -> None:
+        """Tell the translator that the channel with this ``Uniqueid`` (Originate's ``ChannelId``) is a click-to-dial
+        of ``number``: the agent's phone rings first, but the call is the agent's outgoing call to ``number``,
+        announced when the phone dials."""
         if uniqueid and len(uniqueid) <= _MAX_ID:
-            self._expected_originates[uniqueid] = None
+            self._expected_originates[uniqueid] = number[:_MAX_NUMBER] if _DIALABLE.match(number) else ""
             while len(self._expected_originates) > 1000:
                 del self._expected_originates[next(iter(self._expected_originates))]
 
-    def reconcile(self, live_uniqueids: Iterable[str], now: float) -> list[wire.Event]:
+    def reconcile(self, live_uniqueids: Iterable[str], now: float, gone_at: float | None = None) -> list[wire.Event]:
         """After a lost PBX link: end (``reconciled=True``) every announced leg whose channel is no longer live
-        (as listed by ``CoreShowChannels``), and forget every tracked channel that is gone."""
+        (as listed by ``CoreShowChannels``), and forget every tracked channel that is gone. A leg ends at ``gone_at``,
+        the last moment the PBX was known to be alive (default ``now``), or at its own last event if that is later:
+        the PBX ended it at some moment the bridge could not see, and not before it last heard of it."""
         live = set(live_uniqueids)
+        end_time = now if gone_at is None else min(gone_at, now)
         out: list[wire.Event] = []
         for uniqueid, channel in list(self._channels.items()):
             if uniqueid in live:
@@ -465,9 +475,16 @@ class Translator:
                 leg.cause, leg.cause_text = 0, "ended while the PBX link was down"
                 if leg.ended_by is None:
                     leg.ended_by = wire.HungUpBy.UNKNOWN
-                self._fire(leg, Trigger.END, now, out)
+                self._fire(leg, Trigger.END, max(end_time, leg.last_at), out)
             self._forget(channel)
         return out
+
+    def live_legs(self) -> list[tuple[str, str]]:
+        """``(call_id, extension)`` of every leg not ended, for the CRM's ``LiveCalls`` after a resync."""
+        return sorted({
+            (leg.call_id, leg.extension) for channel in self._channels.values()
+            if (leg := channel.leg) is not None and leg.state is not LegState.ENDED
+        })
 
     def catch_up(self, snapshot: Message, now: float) -> list[wire.Event]:
         """After a (re)connect, a live channel as ``CoreShowChannels`` (``CoreShowChannel``) or ``Status`` lists it:
@@ -481,11 +498,21 @@ class Translator:
         known = uniqueid in self._channels
         channel = self._channel(h, "", snapshot.name or "CoreShowChannel", create=True)
         out: list[wire.Event] = []
-        if channel is None or channel.leg is None:
+        if channel is None:
             return out
-        leg = channel.leg
+        bridge = h.get("bridgeid", "").strip()  # CoreShowChannel: BridgeId; Status: BridgeID
+        if bridge != channel.bridge and len(bridge) <= _MAX_ID:
+            self._leave_bridge(channel)
+            if bridge:
+                self._bridges.setdefault(bridge, set()).add(channel.uniqueid)
+                channel.bridge = bridge
         if not known:
             channel.announced = True
+            self._adopt(channel, h, now, out)
+            return out
+        if channel.leg is None:
+            return out
+        leg = channel.leg
         if leg.direction == "in":
             if channel.state == STATE_UP:
                 if leg.state in (LegState.NEW, LegState.ARMED, LegState.RINGING):
@@ -497,12 +524,53 @@ class Translator:
             self._fire(leg, Trigger.ANSWER, now, out)
         return out
 
+    def _adopt(self, channel: _Channel, h: dict[str, str], now: float, out: list[wire.Event]) -> None:
+        """A channel first seen in a list of live channels: the bridge started, or restarted, during its call. An
+        agent's channel running ``Dial`` (or ``Queue``) is its outgoing call, announced answered when it is in a
+        bridge; one dialled by another channel (``AppDial``; its Linkedid is its caller's) is an incoming call,
+        announced answered when Up, ringing otherwise; one that is the first channel of its own call and dials
+        nothing yet is being rung by an Originate. Its events carry the start Asterisk reports (now minus the
+        channel's age), as the ringing and, for a call already talking, the answer (the PBX does not say when it was
+        answered)."""
+        if channel.agent_ext and channel.bridge and channel.connected_num and channel.talked_with is None:
+            channel.talked_with = (channel.connected_num, channel.connected_name)
+        leg = channel.leg
+        if leg is None or leg.state is not LegState.NEW:
+            return
+        started = max(now - _age(h), 0.0)
+        application = h.get("application", "").strip().lower()
+        if application in _DIALLING_APPLICATIONS:
+            leg.direction = "out"
+            data = h.get("applicationdata", h.get("data", ""))
+            for number in (_dialled(data.split(",", 1)[0]), channel.first_exten):
+                if number and number != channel.agent_ext:
+                    leg.dialed_number = number
+                    break
+            self._fire(leg, Trigger.ALERT, started, out)
+            if channel.bridge:
+                self._fire(leg, Trigger.ANSWER, started, out)
+        elif channel.self_linked:
+            channel.originated = True
+            leg.direction = ""
+        else:
+            leg.direction = "in"
+            if channel.state == STATE_UP:
+                self._fire(leg, Trigger.ANSWER, started, out)
+            elif channel.state in (STATE_DOWN, STATE_RINGING):
+                self._fire(leg, Trigger.ALERT, started, out)
+
     def note_dnd(self, extension: str, dnd: bool, now: float, device_state: str = "") -> list[wire.Event]:
         """What the PBX answered when asked about an extension's DND (e.g. ``DBGet DND/<ext>``: found ``YES`` or not
         found): an ``AgentState`` if that changes the known state of a followed extension."""
         out: list[wire.Event] = []
         self._set_dnd(extension, dnd, device_state[:40], now, f"{now:.6f}", out)
         return out
+
+    def take_dnd_checks(self) -> list[str]:
+        """Extensions whose DND state may have changed in a way only AstDB can tell (their combined hint changed):
+        the connector asks the PBX (``DBGet DND/<ext>``) and feeds the answer back. Each is returned once."""
+        checks, self._dnd_checks = list(self._dnd_checks), {}
+        return checks
 
     def legs_of(self, extension: str) -> list[LegInfo]:
         """The live legs of ``extension`` (not ended), oldest first: which channel to hang up, answer or transfer."""
@@ -552,6 +620,8 @@ class Translator:
             )
             return
         leg.state, emits = step
+        if emits and when > leg.last_at:
+            leg.last_at = when
         if trigger is Trigger.ANSWER:
             leg.ended_by = None  # the conversation starts: whatever ended the ringing of others does not count
         for kind in emits:
@@ -688,6 +758,7 @@ class Translator:
                 log.warning("%s for channel %s without a channel name skipped", event, uniqueid)
                 return None
             channel = self._add_channel(uniqueid, name, linkedid or uniqueid)
+            channel.self_linked = linkedid == uniqueid
         else:
             if name and name != channel.name:
                 self._rename(channel, name)
@@ -730,7 +801,7 @@ class Translator:
             self._forget(oldest)
         channel = _Channel(uniqueid=uniqueid, name=name, linkedid=linkedid)
         if uniqueid in self._expected_originates:
-            del self._expected_originates[uniqueid]
+            channel.originate_number = self._expected_originates.pop(uniqueid)
             channel.originated = True
         self._channels[uniqueid] = channel
         self._names[name] = uniqueid
@@ -824,6 +895,10 @@ class Translator:
         if partner is not None and partner.leg is not None and partner.leg.extension == channel.agent_ext:
             log.debug("%s is the other half of %s, already followed: not a second leg", channel.name, partner.name)
             return
+        if channel.first_state == STATE_DOWN and channel.self_linked:
+            # Created Down as the first channel of its own call: nobody dialled it. An Originate (ours or another
+            # AMI client's: a PBX portal, an operator panel, a call file) rings the agent's phone, which then dials.
+            channel.originated = True
         if channel.originated:
             direction: Literal["in", "out", ""] = ""
         elif channel.first_state in (STATE_DOWN, STATE_RINGING):
@@ -962,9 +1037,29 @@ class Translator:
                 self._fire(leg, Trigger.DISARM, when, out)
             if leg.direction == "out":
                 if not leg.dialed_number:
-                    leg.dialed_number = caller.first_exten or dest.agent_ext or _dialled(h.get("dialstring", ""))
+                    leg.dialed_number = self._dialled_number(caller, dest, h)
                 leg.dest_is_agent = leg.dest_is_agent or bool(dest.agent_ext)
                 self._fire(leg, Trigger.ALERT, when, out)
+
+    @staticmethod
+    def _dialled_number(caller: _Channel, dest: _Channel, h: dict[str, str]) -> str:
+        """The number an agent's channel calls at its ``DialBegin``. A phone that dialled it started at that number
+        (its first extension, before any dialplan routine); an originated channel started wherever the Originate put
+        it (the phone's own extension for ``Local/100@phones``, ``s`` for ``PJSIP/100``), so for it the Originate's
+        own number comes first, then the extension it is dialling from, then the Dial string. The agent's own
+        extension is never the number it calls."""
+        current = h.get("exten", "").strip()
+        dialled = _dialled(h.get("dialstring", ""))
+        if dest.agent_ext:
+            candidates: tuple[str, ...] = (dest.agent_ext,)
+        elif caller.originated:
+            candidates = (caller.originate_number, current, dialled, caller.first_exten)
+        else:
+            candidates = (caller.first_exten, current, dialled)
+        for number in candidates:
+            if number and number != caller.agent_ext and _DIALABLE.match(number):
+                return number
+        return ""
 
     def _consultation(self, channel: _Channel, leg: _Leg) -> _Channel | None:
         """The agent channel on whose behalf ``leg`` is being called to consult before a transfer, if it is: an agent
@@ -1201,14 +1296,19 @@ class Translator:
         if match is None:
             return
         ext = match.group("ext")
+        if hint.strip().lower() != f"custom:dnd{ext}".lower():
+            # A hint that joins the phone and its DND (FreePBX: PJSIP/100&Custom:DND100) says Busy while the phone
+            # is in a call (device_state_busy_at), and InUse while DND is on and the phone talks: its state cannot
+            # tell DND. Ask the PBX what says DND (AstDB DND/<ext>) instead.
+            if self._followed(ext) and len(ext) <= _MAX_EXT and ext not in self._dnd_checks:
+                self._dnd_checks[ext] = None
+            return
         status = _to_int(h.get("status"), -99)
         text = h.get("statustext", "").strip()[:40]
         if status == _EXTENSION_BUSY:
             self._set_dnd(ext, True, text, when, stamp, out)
         elif status in _EXTENSION_NOT_BUSY:
-            only_dnd = hint.strip().lower() == f"custom:dnd{ext}".lower()
-            if only_dnd or self._dnd.get(ext) is True:
-                self._set_dnd(ext, False, text, when, stamp, out)
+            self._set_dnd(ext, False, text, when, stamp, out)
 
     def _on_db_get(self, h: dict[str, str], when: float, stamp: str, out: list[wire.Event]) -> None:
         if h.get("family", "").strip().upper() != "DND":
@@ -1233,6 +1333,25 @@ class Translator:
                 device_state=device_state,
             )
         )
+
+
+_DIALLING_APPLICATIONS: Final = frozenset({"dial", "queue"})
+_MAX_AGE: Final = 7 * 86_400
+
+
+def _age(h: dict[str, str]) -> float:
+    """Seconds a listed channel has existed: ``Duration: HH:MM:SS`` (CoreShowChannel) or ``Seconds`` (Status)."""
+    duration = h.get("duration", "").strip()
+    seconds = -1
+    if duration:
+        parts = duration.split(":")
+        if 1 <= len(parts) <= 3 and all(part.isdigit() and len(part) <= 6 for part in parts):
+            seconds = 0
+            for part in parts:
+                seconds = seconds * 60 + int(part)
+    if seconds < 0:
+        seconds = _to_int(h.get("seconds"), 0)
+    return float(min(max(seconds, 0), _MAX_AGE))
 
 
 def _dialled(dial_string: str) -> str:
