@@ -4,6 +4,7 @@ reconnects, faults. Time in the simulator runs 100x faster, so a 10 s call takes
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -593,3 +594,100 @@ async def test_a_broken_event_sink_does_not_stop_the_reader(pbx: SimulatedPBX) -
     async with running(connector, sink):
         await answered_at(pbx, sink, "100")
         assert connector.connected and connector.connects == 1
+
+
+# ---- what the CRM is told at every (re)connect ------------------------------------------------------------------------
+
+
+async def test_every_resync_tells_the_crm_which_legs_the_pbx_still_has() -> None:
+    sim = await new_pbx().start()
+    port = sim.port
+    connector, sink = AmiConnector(settings_for(port), ("100", "101"), retry_initial=0.1), Sink()
+    try:
+        async with running(connector, sink):
+            [first] = sink.of(wire.LiveCalls)
+            assert (first.extensions, first.legs) == (("100", "101"), ())
+            answered = await answered_at(sim, sink, "100")
+            [answer] = sink.of(wire.CallAnswered, extension="100")
+            before_stop = time.time()
+            await sim.stop()  # the PBX dies with its calls
+            sim = await new_pbx(port=port).start()
+            await until(lambda: connector.reconciles == 2, what="the reconnect")
+            second = sink.of(wire.LiveCalls)[-1]
+            assert second.legs == () and first.event_id != second.event_id
+            # The vanished leg ended when the PBX was last heard of (or at its own last event, if that is later:
+            # the simulator's clock runs ahead), never at the reconnect.
+            assert second.gone_at <= before_stop
+            [ended] = sink.of(wire.CallEnded, extension="100", call_id=answered.call_id)
+            assert ended.reconciled and ended.occurred_at == max(second.gone_at, answer.occurred_at)
+    finally:
+        await sim.stop()
+
+
+async def test_a_leg_live_at_the_resync_is_listed_with_its_call(pbx: SimulatedPBX) -> None:
+    connector, sink = connector_for(pbx, ping_interval=0.1, ping_timeout=0.2, retry_initial=0.05), Sink()
+    async with running(connector, sink):
+        answered = await answered_at(pbx, sink, "100")
+        pbx.inject_fault("drop")
+        await until(lambda: connector.reconciles == 2, what="the reconnect")
+    listed = sink.of(wire.LiveCalls)[-1]
+    assert listed.legs == (wire.LiveLeg(call_id=answered.call_id, extension="100"),)
+
+
+async def test_a_restarted_bridge_closes_calls_at_the_time_it_last_saw_the_pbx(tmp_path: Any) -> None:
+    alive_file = tmp_path / "pbx-alive.json"
+    started = time.time()
+    async with new_pbx() as sim:
+        first, sink = connector_for(sim, alive_file=alive_file), Sink()
+        async with running(first, sink):
+            answered = await answered_at(sim, sink, "100")
+        # Stopped (or killed after its last save): it kept when it last saw the PBX.
+        saved = json.loads(alive_file.read_text())["pbx_alive_at"]
+        assert started <= saved <= time.time()
+        await asyncio.sleep(0.2)
+        restarted, later = connector_for(sim, alive_file=alive_file), Sink()
+        async with running(restarted, later):
+            [listed] = later.of(wire.LiveCalls)
+        assert listed.gone_at == saved
+        assert listed.legs == (wire.LiveLeg(call_id=answered.call_id, extension="100"),)
+        # The call that was up is announced again with the same ids: the CRM stores it once.
+        ids = {e.event_id for e in later.of(wire.CallRinging) + later.of(wire.CallAnswered)}
+        assert f"ami:{answered.call_id}:{answered.leg_id}:ringing" in ids
+
+
+def test_a_kept_alive_time_from_the_future_or_garbage_is_ignored(tmp_path: Any) -> None:
+    alive_file = tmp_path / "pbx-alive.json"
+    for text in ('{"pbx_alive_at": 1e300}', "not json", '{"pbx_alive_at": "x"}', '[]',
+                 f'{{"pbx_alive_at": {time.time() + 3600}}}'):
+        alive_file.write_text(text)
+        connector = AmiConnector(settings_for(5038), ("100",), alive_file=alive_file)
+        assert connector._alive_at is None, text
+
+
+async def test_while_the_pbx_refuses_connections_it_is_tried_every_half_second_at_most() -> None:
+    async with new_pbx() as sim:
+        port = sim.port
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    connector, sink = AmiConnector(settings_for(port), ("100",), sleep=sleep), Sink()
+    async with running(connector, sink, wait=False):
+        await until(lambda: len(pauses) >= 12, what="a dozen attempts")
+    assert all(0.25 <= pause <= 0.5 for pause in pauses), pauses
+
+
+async def test_a_wrong_secret_still_backs_off_for_long(pbx: SimulatedPBX) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    connector = connector_for(pbx, sleep=sleep, jitter=lambda: 1.0,
+                              settings={"secret": Secret("not-the-secret-123")})
+    async with running(connector, Sink(), wait=False):
+        await until(lambda: len(pauses) >= 6, what="six attempts")
+    assert pauses[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
