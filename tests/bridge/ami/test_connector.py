@@ -615,9 +615,10 @@ async def test_every_resync_tells_the_crm_which_legs_the_pbx_still_has() -> None
             await until(lambda: connector.reconciles == 2, what="the reconnect")
             second = sink.of(wire.LiveCalls)[-1]
             assert second.legs == () and first.event_id != second.event_id
-            # The vanished leg ended when the PBX was last heard of (or at its own last event, if that is later:
-            # the simulator's clock runs ahead), never at the reconnect.
-            assert second.gone_at <= before_stop
+            # The PBX closed the link when it died: the vanished leg ended then (or at its own last event, if that
+            # is later: the simulator's clock runs ahead), not when the bridge got back in.
+            reconnected_at = min(e.occurred_at for e in sink.of(wire.LinkState)[2:] if e.pbx_connected)
+            assert before_stop <= second.gone_at < reconnected_at
             [ended] = sink.of(wire.CallEnded, extension="100", call_id=answered.call_id)
             assert ended.reconciled and ended.occurred_at == max(second.gone_at, answer.occurred_at)
     finally:

@@ -12,12 +12,20 @@ Rules
   ``busy_mode`` dnd or both, ``DBGet DND/<ext>`` for every followed extension (none when following all of them).
   The resync runs inside the reader at the exact point of the stream where the PBX's list ends, so no event is
   processed against a stale list: a followed call that ended while the link was down is closed with
-  ``CallEnded(reconciled=True)``, one answered meanwhile is announced answered, one that started ringing meanwhile is
-  announced ringing; channels that appeared after the list was asked for are left alone.
+  ``CallEnded(reconciled=True)`` at the last moment the PBX was known alive, one answered meanwhile is announced
+  answered, one that started ringing meanwhile is announced ringing, one first seen in the list (the bridge started
+  during it) is announced from the start Asterisk reports; channels that appeared after the list was asked for are
+  left alone. Then ``wire.LiveCalls`` lists the live legs: the CRM closes every other open leg of the followed
+  extensions, whatever this bridge remembers.
+- The last moment the PBX was known alive: the last bytes received from it, or the moment it closed the connection;
+  kept in ``alive_file`` (at most once a second, and when the link ends or the bridge stops) so that a bridge killed
+  and restarted still dates the end of the calls that ended while it was away.
 - Keep-alive: a ``Ping`` every ``ping_interval`` seconds must be answered within ``ping_timeout`` (defaults 4 s and
   min(status_timeout, 5 s)): a dead or stalled link is noticed within 9 s and the connection is dropped.
 - Reconnect: capped exponential back-off with jitter, ``retry_initial * 2**n`` (at most ``retry_cap``) times a
-  random factor in [0.5, 1]: the first retry comes within ``retry_initial`` (1 s). The count restarts after every
+  random factor in [0.5, 1]: the first retry comes within ``retry_initial`` (1 s). While the PBX refuses
+  connections (restarting, crashed) the pause is at most ``UNREACHABLE_RETRY`` (0.25-0.5 s): the bridge is back
+  within half a second of the PBX accepting connections, and calls made meanwhile are not missed. The count restarts after every
   successful login. A refused login is retried on the same schedule, never in a tight loop, and reported once per
   distinct reason. The secret is sent only in the ``Login`` action and never logged.
 - ``wire.LinkState`` is emitted on every change: connected, lost (with the reason), a new reason for not connecting.
@@ -452,9 +460,16 @@ class AmiConnector:
                     assert isinstance(message, Message)
                     self._route(link, message)
                 if not data:
+                    # The PBX's end closed the connection (a crash closes it too): it was there until now.
+                    self._alive_at = self._clock()
+                    self._save_alive(force=True)
                     link.lose("the PBX closed the connection")
         except RemoteProtocolError as exc:
             link.lose(f"the PBX broke the AMI protocol ({exc})")
+        except ConnectionResetError as exc:
+            self._alive_at = self._clock()  # reset by the PBX's host: it was there until now
+            self._save_alive(force=True)
+            link.lose(f"the connection failed ({exc.strerror or exc.__class__.__name__})")
         except (ConnectionError, OSError) as exc:
             link.lose(f"the connection failed ({exc.strerror or exc.__class__.__name__})")
 
