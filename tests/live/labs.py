@@ -486,6 +486,7 @@ class PjsipLab:
     phone_ports: dict[str, int] = field(default_factory=dict)
     phones: dict[str, Phone] = field(default_factory=dict)
     callers: list[Caller] = field(default_factory=list)
+    config_dir: Path | None = None  # run-asterisk.sh's CONFIG_DIR (a test's own *.conf); None = the lab's lab/
     _ami: Ami | None = None
 
     profile = "production"
@@ -507,7 +508,8 @@ class PjsipLab:
                        AMI_SECRET=self.ami_secret)
             log = self.logdir / f"asterisk-{attempt}.out"
             self.process = spawn(["sh", str(self.package / "run-asterisk.sh"), str(self.directory),
-                                  str(self.ami_port), str(self.sip_port)], log=log, env=env)
+                                  str(self.ami_port), str(self.sip_port),
+                                  *([str(self.config_dir)] if self.config_dir else [])], log=log, env=env)
             try:
                 wait_booted(self.ami_port, user=self.ami_user, secret=self.ami_secret, process=self.process, log=log)
                 self.ami.command("core show version")  # a CLI round trip: the instance answers
@@ -678,9 +680,14 @@ class LocalLab:
             self.ami.db_put(f"lab/{ext}", key, value)
 
     def inbound(self, did: str, caller: str) -> Message:
-        """The outside caller ``caller`` rings DID ``did`` (100-109, 600); Originate async, the caller waits."""
-        return self.ami.action("Originate", Channel=f"Local/{did}@from-pstn", Application="Wait", Data="3600",
-                               CallerID=caller, Async="true")
+        """The outside caller ``caller`` rings DID ``did`` (100-109, 600): Originate async, returned once the
+        caller's channel exists (it stays until the call ends: the caller waits in Wait(3600))."""
+        reply = self.ami.action("Originate", Channel=f"Local/{did}@from-pstn", Application="Wait", Data="3600",
+                                CallerID=caller, Async="true")
+        if reply.get("Response") == "Success":
+            wait_until(lambda: any(channel.get("Channel", "").startswith(f"Local/{did}@from-pstn-")
+                                   for channel in self.channels()), f"the call to {did} to start", timeout=30)
+        return reply
 
     def channels(self) -> list[Message]:
         return self.ami.channels()

@@ -178,6 +178,21 @@ def test_a_ring_group_call_with_create_call_when_answered_is_one_row_for_who_ans
     _ended(pbx)
 
 
+def test_a_queue_call_is_a_row_per_agent_it_rang_and_incoming_for_who_answered(pbx: PjsipLab, bridge: LiveBridge,
+                                                                                 crm: LiveCrm) -> None:
+    """Queue 700 (ringall, members 100-102): the caller is answered by the queue first, then the agents ring."""
+    pbx.phone("100", "answer", ring=2, talk=3)
+    pbx.phone("101", "noanswer")
+    pbx.phone("102", "noanswer")
+    caller = pbx.call("700", GIORGOS[0], talk=60)
+    assert caller.wait() == 0, caller.log()
+    rows = settle(pbx, bridge, crm)
+    assert sorted(row.seen for row in rows) == [("incoming", *GIORGOS, "alice", True),
+                                                ("missed", *GIORGOS, "bob", False)]
+    assert [row.duration > 0 for row in sorted(rows, key=lambda row: row.resource or "")] == [True, False]
+    _ended(pbx)
+
+
 # ---- outbound ----------------------------------------------------------------------------------------------------
 
 
