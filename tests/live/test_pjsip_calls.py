@@ -310,10 +310,6 @@ def test_a_redirect_of_the_caller_to_bob_leaves_alice_her_answered_call_and_ring
     assert alice.pbx_call_id == bob_row.pbx_call_id
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a Redirect of the caller to another agent is not recognised as a transfer (only the BlindTransfer event is): "
-    "Alice's row gets no transferred_to 101 and Bob's no transferred_from 100, although the bridge itself transfers "
-    "with Redirect on an Asterisk without BlindTransfer; see tests/fixtures/ami/live/README.md"))
 def test_a_redirect_of_the_caller_to_bob_is_shown_as_a_transfer_from_alice(pbx: PjsipLab, bridge: LiveBridge,
                                                                              crm: LiveCrm) -> None:
     alice, bob_row = _redirect_to_bob(pbx, bridge, crm)

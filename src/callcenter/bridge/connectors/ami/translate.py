@@ -18,7 +18,10 @@ Rules
   party is internal: a number of exactly ``internal_digits`` digits (S-3.9), or an agent channel of the same call.
   A transferred outside call stays inbound, with the original caller's number and ``transferred_from``.
 - Transfers: ``BlindTransfer`` gives the transferer's leg a ``call.transferred`` and every leg that rings later in
-  that call ``transferred_from``. A consultation inside a call (an agent that already talked in this call dials again,
+  that call ``transferred_from``. So does a ``Redirect`` of the other party (by us on an Asterisk without
+  BlindTransfer, by an operator panel, by the dialplan): a channel that leaves an agent's bridge for another place in
+  the dialplan (its context/exten at ``BridgeLeave`` differ from those at ``BridgeEnter``) with no hang-up asked on
+  either side was sent on to that extension. A consultation inside a call (an agent that already talked in this call dials again,
   itself or through a Local channel carrying its caller id: AMI Atxfer, Asterisk's attended-transfer feature) rings
   as the call being handed over. An ``AttendedTransfer`` that joins two calls (a phone's transfer key) ends the
   target's consultation leg and starts, answered, its leg of the original call.
@@ -349,6 +352,8 @@ class _Channel:
     self_linked: bool = False  # its Linkedid is its own Uniqueid: the first channel of its call
     optimized: bool = False  # a Local half being optimised away: its hang-up says nothing about the call
     talked_with: tuple[str, str] | None = None  # (number, name) of the first party an agent's channel was bridged to
+    place: tuple[str, str] = ("", "")  # (context, exten) where it was when it entered its bridge
+    hanging_up: bool = False  # a (soft) hang-up was requested
 
 
 @dataclass(slots=True, eq=False)
@@ -1127,6 +1132,7 @@ class Translator:
                 other.leg.ended_by = None  # a new party joins: the conversation goes on
         members.add(channel.uniqueid)
         channel.bridge = bridge
+        channel.place = (h.get("context", "").strip(), h.get("exten", "").strip())
         if channel.agent_ext and channel.talked_with is None:
             if channel.leg is not None and channel.leg.remote_number:
                 channel.talked_with = (channel.leg.remote_number, channel.leg.remote_name)
@@ -1144,11 +1150,34 @@ class Translator:
         channel = self._channel(h, "", "BridgeLeave", create=False)
         if channel is None:
             return
+        place = (h.get("context", "").strip(), h.get("exten", "").strip())
+        if not channel.optimized and not channel.hanging_up and channel.place[1] and place[1] and place != channel.place:
+            self._redirected(channel, place[1], when, out)
         if not channel.optimized:
             for peer in self._bridge_peers(channel):
                 if peer.leg is not None and peer.leg.ended_by is None:
                     peer.leg.ended_by = wire.HungUpBy.REMOTE
         self._leave_bridge(channel)
+
+    def _redirected(self, channel: _Channel, target: str, when: float, out: list[wire.Event]) -> None:
+        """``channel`` left its bridge for another place in the dialplan without anyone hanging up: the PBX sent it
+        elsewhere (AMI ``Redirect``, an operator panel, a transfer done by the dialplan). The agents it talked to
+        handed their call over: each answered leg is transferred to the new extension, and the agents rung next in
+        this call ring as transferred from the first of them."""
+        handed = False
+        for peer in self._bridge_peers(channel):
+            leg = peer.leg
+            if leg is None or leg.state is not LegState.ANSWERED or leg.ended_by is not None:
+                continue
+            leg.transfer_target = target if _DIALABLE.match(target) else ""
+            leg.transfer_kind = wire.TransferKind.BLIND
+            leg.ended_by = wire.HungUpBy.AGENT
+            self._fire(leg, Trigger.TRANSFER, when, out)
+            call = self._calls.get(channel.linkedid)
+            if call is not None and not handed:
+                call.transferred_from = peer.agent_ext
+                call.transferee = channel.uniqueid
+                handed = True
 
     def _on_bridge_destroy(self, h: dict[str, str], when: float, stamp: str, out: list[wire.Event]) -> None:
         for uniqueid in self._bridges.pop(h.get("bridgeuniqueid", "").strip(), set()):
@@ -1159,6 +1188,7 @@ class Translator:
     def _on_hangup_request(self, h: dict[str, str], when: float, stamp: str, out: list[wire.Event]) -> None:
         channel = self._channel(h, "", "HangupRequest", create=False)
         if channel is not None:
+            channel.hanging_up = True
             self._end_signal(channel, _to_int(h.get("cause"), 0))
 
     def _on_hangup(self, h: dict[str, str], when: float, stamp: str, out: list[wire.Event]) -> None:
