@@ -49,24 +49,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.live)
 
 
+NOT_HERE = "live Asterisk tests not run: "
+
+
+def _why_not_here() -> str:
+    """'' when the labs can run on this machine, else one line saying why (and naming CALLCENTER_ASTERISK_DIR
+    when they are not found)."""
+    reason = labs.unavailable("pjsip") or labs.unavailable("local")
+    if not reason:
+        reason = labs.missing_libraries(labs.pjsip_package())
+    return f"{NOT_HERE}{reason}" if reason else ""
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if in_ci():
         report.outcome = "failed"
         report.longrepr = f"CI is set: a live test must run, not skip ({reason})"
+    elif NOT_HERE in reason:
+        # One place for every such skip, so the summary folds them into one line instead of one per test.
+        report.longrepr = (__file__, _why_not_here.__code__.co_firstlineno, reason)
 
 
 @pytest.fixture(scope="session")
 def _labs_here() -> None:
     """One reason for every live test when the labs cannot run here."""
-    reason = labs.unavailable("pjsip") or labs.unavailable("local")
-    if not reason:
-        reason = labs.missing_libraries(labs.pjsip_package())
+    reason = _why_not_here()
     if reason:
-        pytest.skip(f"live Asterisk tests not run: {reason}")
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session", autouse=True)
