@@ -596,7 +596,7 @@ async def test_a_broken_event_sink_does_not_stop_the_reader(pbx: SimulatedPBX) -
         assert connector.connected and connector.connects == 1
 
 
-# ---- what the CRM is told at every (re)connect ------------------------------------------------------------------------
+# ---- what the CRM is told at every (re)connect -----------------------------------------------------------------
 
 
 async def test_every_resync_tells_the_crm_which_legs_the_pbx_still_has() -> None:

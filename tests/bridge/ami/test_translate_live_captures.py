@@ -108,6 +108,7 @@ def test_a_redirect_of_the_caller_is_a_transfer_from_the_agent_it_talked_to() ->
     # PSTN -> 100 (answers after 1 s); 2 s later AMI Redirect of the trunk channel to 101@from-internal; 101 answers
     # after 1 s and hangs up 3 s later.
     events = translate("redirect", "production")
+    caller = "00302101234567"
     assert facts(events, "100") == [
-        ("ringing", "in", "00302101234567", ""), ("answered",), ("transferred", "101", "blind"), ("ended", "agent", False)]
-    assert facts(events, "101") == [("ringing", "in", "00302101234567", "100"), ("answered",), ("ended", "agent", False)]
+        ("ringing", "in", caller, ""), ("answered",), ("transferred", "101", "blind"), ("ended", "agent", False)]
+    assert facts(events, "101") == [("ringing", "in", caller, "100"), ("answered",), ("ended", "agent", False)]
