@@ -655,3 +655,33 @@ def test_a_channel_renamed_to_an_agents_phone_is_followed_from_then_on() -> None
     pbx("NewConnectedLine", *chan(ALICE, 5, cnum=CALLER))
     pbx("Newstate", *chan(ALICE, 6, cnum=CALLER))
     assert pbx.kinds() == ["CallRinging", "CallAnswered"]
+
+
+def test_a_consultation_dialled_through_a_local_channel_with_the_agents_caller_id_is_not_a_second_leg() -> None:
+    # The Local-channel lab: Atxfer by 100 makes Local/101@from-internal-...;2 carrying 100's caller id, which the
+    # lab profile would take for an outgoing call of 100's. 100 already has a live leg in this call: it is 100
+    # consulting, shown on 101's leg as the call being handed over, and 100's leg stays what it was.
+    pbx = Pbx(TranslatorConfig.for_profile("lab"))
+    pstn = ("Local/100@from-pstn-00000001;2", "1700000001.2", "1700000001.1")
+    alice = ("Local/100@phones-00000002;1", "1700000001.3", "1700000001.1")
+    consult = ("Local/101@from-internal-00000003;2", "1700000001.6", "1700000001.1")
+    bob = ("Local/101@phones-00000004;1", "1700000001.7", "1700000001.1")
+    pbx("Newchannel", *chan(pstn, 4, num=CALLER, context="from-pstn", exten="100"))
+    pbx("Newchannel", *chan(alice, 0, context="phones", exten="100"))
+    pbx("NewConnectedLine", *chan(alice, 0, num="100", cnum=CALLER, context="phones", exten="100"))
+    pbx("DialBegin", *chan(pstn, 4, num=CALLER), *chan(alice, 0, num="100", cnum=CALLER, prefix="Dest"),
+        ("DialString", "100@phones"))
+    pbx("Newstate", *chan(alice, 6, num="100", cnum=CALLER, context="phones", exten="100"))
+    pbx("DialEnd", *chan(pstn, 4, num=CALLER), *chan(alice, 6, prefix="Dest"), ("DialStatus", "ANSWER"))
+    pbx("BridgeEnter", *chan(alice, 6, num="100", cnum=CALLER, context="phones", exten=""), ("BridgeUniqueid", "b1"))
+    pbx("BridgeEnter", *chan(pstn, 6, num=CALLER, context="from-pstn", exten="100"), ("BridgeUniqueid", "b1"))
+    pbx("Newchannel", *chan(consult, 4, num="100", context="from-internal", exten="101"))
+    pbx("Newchannel", *chan(bob, 0, context="phones", exten="101"))
+    pbx("DialBegin", *chan(consult, 4, num="100", exten="101"), *chan(bob, 0, num="101", cnum="100", prefix="Dest"),
+        ("DialString", "101@phones"))
+    alice_events = [e for e in pbx.events if getattr(e, "extension", "") == "100"]
+    assert [type(e) for e in alice_events] == [wire.CallRinging, wire.CallAnswered]
+    assert alice_events[0].direction is wire.Direction.INBOUND  # type: ignore[union-attr]
+    [bob_ringing] = [e for e in pbx.events if getattr(e, "extension", "") == "101"]
+    assert isinstance(bob_ringing, wire.CallRinging)
+    assert (bob_ringing.remote_number, bob_ringing.transferred_from) == (CALLER, "100")

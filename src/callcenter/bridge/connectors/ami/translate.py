@@ -900,6 +900,14 @@ class Translator:
         if partner is not None and partner.leg is not None and partner.leg.extension == channel.agent_ext:
             log.debug("%s is the other half of %s, already followed: not a second leg", channel.name, partner.name)
             return
+        call = self._calls.get(channel.linkedid)
+        if call is not None and self._live_leg_of(call, channel.agent_ext, besides=channel) is not None:
+            # The agent already has a live leg in this call: this channel acts for it inside the call (a consultation
+            # before a transfer, dialled through a Local channel with the agent's caller id). The CRM keeps one leg
+            # per agent and call; the consultation shows on the target's leg instead.
+            log.debug("%s acts for extension %s inside call %s: not a second leg", channel.name,
+                      channel.agent_ext, channel.linkedid)
+            return
         if channel.first_state == STATE_DOWN and channel.self_linked:
             # Created Down as the first channel of its own call: nobody dialled it. An Originate (ours or another
             # AMI client's: a PBX portal, an operator panel, a call file) rings the agent's phone, which then dials.
@@ -919,6 +927,16 @@ class Translator:
         if call is not None and call.transferred_from and call.transferred_from != channel.agent_ext:
             leg.transferred_from = call.transferred_from
         channel.leg = leg
+
+    def _live_leg_of(self, call: _Call, extension: str, *, besides: _Channel) -> _Leg | None:
+        for uniqueid in call.channels:
+            other = self._channels.get(uniqueid)
+            if other is None or other is besides or other.leg is None:
+                continue
+            leg = other.leg
+            if leg.extension == extension and leg.call_id == call.linkedid and leg.state is not LegState.ENDED:
+                return leg
+        return None
 
     def _leave_bridge(self, channel: _Channel) -> None:
         if channel.bridge:
