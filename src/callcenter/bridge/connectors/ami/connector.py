@@ -23,10 +23,10 @@ Rules
 - Keep-alive: a ``Ping`` every ``ping_interval`` seconds must be answered within ``ping_timeout`` (defaults 4 s and
   min(status_timeout, 5 s)): a dead or stalled link is noticed within 9 s and the connection is dropped.
 - Reconnect: capped exponential back-off with jitter, ``retry_initial * 2**n`` (at most ``retry_cap``) times a
-  random factor in [0.5, 1]: the first retry comes within ``retry_initial`` (1 s). While the PBX refuses
-  connections (restarting, crashed) the pause is at most ``UNREACHABLE_RETRY`` (0.25-0.5 s): the bridge is back
-  within half a second of the PBX accepting connections, and calls made meanwhile are not missed. The count restarts
-  after every successful login. A refused login is retried on the same schedule, never in a tight loop, and reported once per
+  random factor in [0.5, 1]: the first retry comes within ``retry_initial`` (1 s). While the PBX refuses connections
+  (restarting, crashed) the pause is at most ``UNREACHABLE_RETRY`` (0.25-0.5 s): the bridge is back within half a
+  second of the PBX accepting connections, and calls made meanwhile are not missed. The count restarts after every
+  successful login. A refused login is retried on the same schedule, never in a tight loop, and reported once per
   distinct reason. The secret is sent only in the ``Login`` action and never logged.
 - ``wire.LinkState`` is emitted on every change: connected, lost (with the reason), a new reason for not connecting.
 - Every action is bounded by ``status_timeout`` (S-5.14). ``execute()`` never raises for PBX trouble: the PBX's

@@ -19,12 +19,12 @@ Rules
   A transferred outside call stays inbound, with the original caller's number and ``transferred_from``.
 - Transfers: ``BlindTransfer`` gives the transferer's leg a ``call.transferred`` and every leg that rings later in
   that call ``transferred_from``. So does a ``Redirect`` of the other party (by us on an Asterisk without
-  BlindTransfer, by an operator panel, by the dialplan): a channel that leaves an agent's bridge for another place in
-  the dialplan (its context/exten at ``BridgeLeave`` differ from those at ``BridgeEnter``) with no hang-up asked on
-  either side was sent on to that extension. A consultation inside a call (an agent that already talked in this
+  BlindTransfer, by an operator panel, by the dialplan): a channel that leaves an agent's bridge for another place
+  in the dialplan (its context/exten at ``BridgeLeave`` differ from those at ``BridgeEnter``) with no hang-up asked
+  on either side was sent on to that extension. A consultation inside a call (an agent that already talked in this
   call dials again, itself or through a Local channel carrying its caller id: AMI Atxfer, Asterisk's
-  attended-transfer feature) rings as the call being handed over. An ``AttendedTransfer`` that joins two calls (a phone's transfer key) ends the
-  target's consultation leg and starts, answered, its leg of the original call.
+  attended-transfer feature) rings as the call being handed over. An ``AttendedTransfer`` that joins two calls (a
+  phone's transfer key) ends the target's consultation leg and starts, answered, its leg of the original call.
 - Ringing of an incoming leg is detected by ``DialBegin`` always, and also by ``Newchannel`` and by ``Newstate``
   (Ringing) when those switches are on (S-5.14). A switch only *arms* the leg; the ringing event leaves as soon as
   the caller's number is known, so a call is announced once, whichever events announce it. An outgoing leg rings
