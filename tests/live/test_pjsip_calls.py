@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import pytest
-
 from .labs import PjsipLab, wait_until
 from .stack import CallRow, LiveBridge, LiveCrm, settle
 
