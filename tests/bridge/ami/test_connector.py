@@ -692,3 +692,16 @@ async def test_a_wrong_secret_still_backs_off_for_long(pbx: SimulatedPBX) -> Non
     async with running(connector, Sink(), wait=False):
         await until(lambda: len(pauses) >= 6, what="six attempts")
     assert pauses[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+
+
+async def test_a_phone_in_a_call_is_not_busy_its_changed_hint_makes_the_bridge_ask_the_astdb(pbx: SimulatedPBX) -> None:
+    connector, sink = connector_for(pbx, extensions=("100",)), Sink()
+    async with running(connector, sink):
+        await until(lambda: bool(sink.of(wire.AgentState, extension="100")), what="the DND state at login")
+        asked_at_login = len(pbx.commands_named("DBGet"))
+        await answered_at(pbx, sink, "100")  # the hint PJSIP/100&Custom:DND100 changes as the phone rings, talks
+        await until(lambda: len(pbx.commands_named("DBGet")) > asked_at_login, what="a DBGet DND/100")
+        assert [e.dnd for e in sink.of(wire.AgentState, extension="100")] == [False]
+        pbx.set_dnd("100", True)
+        await until(lambda: [e.dnd for e in sink.of(wire.AgentState, extension="100")] == [False, True],
+                    what="DND on")

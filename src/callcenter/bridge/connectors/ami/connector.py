@@ -240,6 +240,8 @@ class AmiConnector:
         self._link_events = 0
         self._unreachable = False  # the last attempt found no PBX accepting connections
         self._background: set[asyncio.Task[None]] = set()
+        # DND checks asked of the PBX and not answered yet; True = asked for again meanwhile (check once more after).
+        self._dnd_checking: dict[str, bool] = {}
         # The last moment the PBX was known to be alive (a message arrived from it), kept in ``alive_file`` so that a
         # bridge restarted after a crash still knows when it lost sight of the calls then in progress.
         self._alive_file = alive_file
@@ -495,16 +497,27 @@ class AmiConnector:
         checks = self._translator.take_dnd_checks()
         if checks and self.settings.busy_mode in ("dnd", "both"):
             for ext in checks:
+                if ext in self._dnd_checking:
+                    self._dnd_checking[ext] = True  # one question at a time per extension, asked again after
+                    continue
+                self._dnd_checking[ext] = False
                 task = asyncio.get_running_loop().create_task(self._check_dnd(link, ext))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
 
     async def _check_dnd(self, link: _Link, ext: str) -> None:
-        """Ask the PBX for an extension's DND after its combined hint changed; a lost link just ends the check."""
+        """Ask the PBX for an extension's DND after its combined hint changed (again if it changed again while the
+        question was out); a lost link just ends the check."""
         try:
-            await self._query_dnd(link, ext)
+            while True:
+                await self._query_dnd(link, ext)
+                if not self._dnd_checking.get(ext):
+                    break
+                self._dnd_checking[ext] = False
         except _Failure as exc:
             log.debug("DND of extension %s not checked: %s", ext, exc.message)
+        finally:
+            self._dnd_checking.pop(ext, None)
 
     def _save_alive(self, *, force: bool = False) -> None:
         """Keep the last moment the PBX was known alive in ``alive_file`` (at most once a second unless forced)."""
