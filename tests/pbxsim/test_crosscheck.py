@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import io
+import re
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from callcenter import wire
 from callcenter.bridge.connectors.ami.pipeline import Pipeline
 from callcenter.bridge.connectors.ami.translate import TranslatorConfig
 from callcenter.pbxsim import SimulatedPBX
+from callcenter.pbxsim.model import AMIEvent
 from tests.pbxsim.amiclient import SECRET, AMIClient
 
 CALLER = ("00302101234567", "Γιώργος Παπαδόπουλος")
@@ -82,9 +85,13 @@ EXPECTED: dict[str, dict[str, list[Fact]]] = {
 ATTENDED = ("transfer_attended", "transfer_phone")
 
 
-async def record(name: str, speed: float = 100.0) -> tuple[SimulatedPBX, bytes, list[bytes]]:
-    """Run scenario ``name`` with a client logged in; return the PBX, the raw bytes and the reads as they came."""
+async def record(name: str, speed: float = 100.0, *, watch: Callable[[AMIEvent], None] | None = None,
+                 ) -> tuple[SimulatedPBX, bytes, list[bytes]]:
+    """Run scenario ``name`` with a client logged in; return the PBX, the raw bytes and the reads as they came.
+    ``watch`` sees every event as the PBX emits it, on the event loop's thread, before any client does."""
     pbx = SimulatedPBX(users={"crm": SECRET}, speed=speed)
+    if watch is not None:
+        pbx.core.sinks.insert(0, watch)
     await pbx.start()
     client = await AMIClient.connect(pbx.port)
     try:
@@ -151,9 +158,40 @@ async def test_timestamps_carry_the_simulated_durations() -> None:
     _pbx, raw, _chunks = await record("inbound_answered", speed=10)
     ringing, answered, ended = translate(raw)
     assert isinstance(ringing, wire.CallRinging) and isinstance(ended, wire.CallEnded)
-    # The simulator's clock, not the reader's: 3 s of ringing and 6 of talk (a busy machine may run its timers late).
-    assert 2.95 < answered.occurred_at - ringing.occurred_at < 4.5, "answered 3 s after it rang"
-    assert 4.5 < ended.occurred_at - answered.occurred_at < 7.5, "6 s of talk"
+    # The scenario's clock, not the reader's nor the machine's: exactly 3 s of ringing and 6 of talk (Timestamp has
+    # six decimals), however late a busy machine ran the timers.
+    assert answered.occurred_at - ringing.occurred_at == pytest.approx(3, abs=2e-6), "answered 3 s after it rang"
+    assert ended.occurred_at - answered.occurred_at == pytest.approx(6, abs=2e-6), "6 s of talk"
+
+
+async def test_timestamps_stay_exact_while_the_event_loop_is_held_up() -> None:
+    """The same call, with the simulator's event loop blocked on purpose (as a busy machine would, only surely):
+    when the phone starts ringing, for 5 simulated seconds (the answer is due after 3), and when the call is
+    answered, for 8 (the hang-up is due after 6). The timers run late; the Timestamps still say 3 and 6."""
+    speed = 10.0
+    seen: dict[str, float] = {}
+
+    def hold_up(event: AMIEvent) -> None:
+        if event.name == "DialState" and "ringing" not in seen:
+            seen["ringing"] = time.monotonic()
+            time.sleep(5 / speed)
+        elif event.name == "BridgeEnter" and "answered" not in seen:
+            seen["answered"] = time.monotonic()
+            time.sleep(8 / speed)
+        elif event.name == "Hangup" and "ended" not in seen:
+            seen["ended"] = time.monotonic()
+
+    pbx, raw, _chunks = await record("inbound_answered", speed=speed, watch=hold_up)
+    assert seen["answered"] - seen["ringing"] >= 5 / speed and seen["ended"] - seen["answered"] >= 8 / speed, (
+        "the answer and the hang-up really ran late")
+    ringing, answered, ended = translate(raw)
+    assert isinstance(ringing, wire.CallRinging) and isinstance(ended, wire.CallEnded)
+    assert answered.occurred_at - ringing.occurred_at == pytest.approx(3, abs=2e-6), "answered 3 s after it rang"
+    assert ended.occurred_at - answered.occurred_at == pytest.approx(6, abs=2e-6), "6 s of talk"
+    stamps = [float(t) for t in re.findall(rb"\r\nTimestamp: ([0-9.]+)\r\n", raw)]
+    assert len(stamps) > 20 and stamps == sorted(stamps), "the stream's Timestamps never go back"
+    cdr = next(e for e in pbx.events if e.name == "Cdr")
+    assert (cdr.get("Duration"), cdr.get("BillableSeconds")) == ("9", "6")
 
 
 async def test_the_bridge_capture_and_replay_commands_agree(tmp_path: Path) -> None:

@@ -254,7 +254,9 @@ class PBXCore:
         now = self.clock.now()
         start = ch.created_at
         answered = ch.answered_at is not None
-        billable = int(now - ch.answered_at) if ch.answered_at is not None else 0
+        # Whole seconds, as Asterisk reports them; rounded to the microsecond first so that 9 s of simulated time
+        # (exact on the simulated clock) does not become 8.9999998 -> 8 through the epoch's float rounding.
+        billable = int(round(now - ch.answered_at, 6)) if ch.answered_at is not None else 0
         self._event(
             "Cdr",
             [
@@ -267,7 +269,7 @@ class PBXCore:
                 ("DestinationChannel", ""),
                 ("LastApplication", ch.application or "Dial"),
                 ("LastData", ch.app_data),
-                ("Duration", str(int(now - start))),
+                ("Duration", str(int(round(now - start, 6)))),
                 ("BillableSeconds", str(billable)),
                 ("Disposition", "ANSWERED" if answered else "NO ANSWER"),
                 ("AMAFlags", "DOCUMENTATION"),

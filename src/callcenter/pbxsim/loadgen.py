@@ -2,7 +2,10 @@
 
 Rules:
 - ``rate`` is in calls per *simulated* second, so it scales with the clock's speed like everything else: rate 2 at
-  speed 10 starts 20 calls per real second. Calls start on a fixed grid (start + n / rate), so the rate does not drift.
+  speed 10 starts 20 calls per real second. Call n starts at exactly start + n / rate of simulated time (each call is a
+  timer on the simulated clock, stamped with its due time), so the rate neither drifts nor shows the machine's load.
+  Behind schedule (a rate the machine cannot keep), calls still start one per turn of the event loop, so that clients
+  (maybe in this very process) go on reading.
 - Each call comes from a known caller (a number the demo CRM has as a contact, with a Greek name) or, with
   probability ``unknown_ratio``, from a random Greek number (mobile ``69...`` or landline ``2...``, written plain,
   ``+30...`` or ``0030...``), half of them with a caller name from the network, half with none.
@@ -19,6 +22,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from callcenter.pbxsim.clock import Timer
 from callcenter.pbxsim.engine import PBXCore
 from callcenter.pbxsim.model import Behaviour
 
@@ -82,31 +86,34 @@ class LoadGenerator:
         self.rng = random.Random(config.seed)
         self.calls_started = 0
         self.start_times: list[float] = []  # simulated time of each call's start
-        self._task: asyncio.Task[None] | None = None
+        self._start = 0.0
+        self._scheduled = 0  # calls put on the grid so far (a call that failed to start counts too)
+        self._timer: Timer | None = None
+        self._done: asyncio.Future[None] | None = None
         for ext in config.agents:
             core.add_agent(ext)
 
     def start(self) -> LoadGenerator:
-        self._task = asyncio.ensure_future(self._run())
+        self._done = asyncio.get_running_loop().create_future()
+        self._start = self.core.clock.now()
+        self._schedule_next()
         return self
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._done is not None and not self._done.done():
+            self._done.cancel()
 
     async def wait(self) -> None:
         """Until ``max_calls`` calls have started (forever without a limit: use stop())."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
+        if self._done is not None:
+            await asyncio.shield(self._done)
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._done is not None and not self._done.done()
 
     def next_caller(self) -> tuple[str, str]:
         cfg = self.config
@@ -124,18 +131,20 @@ class LoadGenerator:
         self.start_times.append(self.core.clock.now())
         self.core.inbound(number, name, agent, caller=Behaviour(hangup_after=talk), ring_timeout=cfg.ring_timeout)
 
-    async def _run(self) -> None:
-        clock, cfg = self.core.clock, self.config
-        start = clock.now()
-        n = 0
-        while cfg.max_calls is None or n < cfg.max_calls:
-            due = start + n / cfg.rate
-            wait = due - clock.now()
-            # Always yield: behind schedule (a rate the machine cannot keep), calls still start one per turn of
-            # the event loop, so that clients (maybe in this very process) go on reading.
-            await clock.sleep(max(wait, 0.0))
-            try:
-                self.start_call()
-            except Exception:  # one bad call must not stop the load
-                log.exception("pbxsim: the load generator could not start a call")
-            n += 1
+    def _schedule_next(self) -> None:
+        cfg = self.config
+        n = self._scheduled
+        if cfg.max_calls is not None and n >= cfg.max_calls:
+            self._timer = None
+            if self._done is not None and not self._done.done():
+                self._done.set_result(None)
+            return
+        self._scheduled += 1
+        self._timer = self.core.clock.call_at(self._start + n / cfg.rate, self._tick)
+
+    def _tick(self) -> None:
+        try:
+            self.start_call()
+        except Exception:  # one bad call must not stop the load
+            log.exception("pbxsim: the load generator could not start a call")
+        self._schedule_next()
