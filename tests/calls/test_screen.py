@@ -569,7 +569,40 @@ def test_call_and_the_bridges_answer_are_shown(alice, bridge, asterisk, bridge_l
     bridge_listener.reply = (200, wire.encode(wire.CommandResult(command_id="x", ok=False, error_id="pbx_refused",
                                                           message=f"PBX says no to {XSS}")))
     failed = client.post(reverse("calls:dial"), {"number": "2101234567"}, **HTMX)
-    assert "PBX says no to &lt;img" in failed.content.decode() and XSS not in failed.content.decode()
+    assert "The phone system refused it (PBX says no to &lt;img" in failed.content.decode()
+    assert XSS not in failed.content.decode()
+
+
+@pytest.mark.parametrize(("error_id", "command", "expected"), [
+    ("not_supported", "answer", "This phone cannot be answered from the CRM; pick up the handset."),
+    ("not_supported", "hangup", "Your phone system cannot do this from the CRM; use the phone itself."),
+    ("no_such_call", "hangup", "Your phone has no such call any more; it may have just ended."),
+    ("pbx_unavailable", "dial",
+     "The bridge is not connected to the phone system right now; try again once it is back."),
+    ("timeout", "dial", "The phone system did not answer in time; try again."),
+])
+def test_the_bridges_refusals_are_said_in_the_agents_words_not_the_pbxs(alice, bridge, asterisk, bridge_listener,
+                                                                         error_id, command, expected):
+    log_in(alice, bridge, bridge_listener)
+    bridge_listener.reply = (200, wire.encode(wire.CommandResult(
+        command_id="x", ok=False, error_id=error_id, message="the PBX cannot answer Local/100@phones-0000000a;1")))
+    e = NowEvents()
+    receive_events(None, [e.ringing("100", 0)] + ([e.answered("100", 1)] if command == "hangup" else []))
+    url, data = {"answer": ("calls:answer", {}), "hangup": ("calls:hangup", {}),
+                 "dial": ("calls:dial", {"number": "2101234567"})}[command]
+    response = client_for(alice).post(reverse(url), data, **HTMX)
+    assert _flash(response) == expected
+    assert "Local/100" not in response.content.decode()
+
+
+def test_a_command_the_bridge_carried_out_is_said_in_the_agents_words(alice, bridge, asterisk, bridge_listener):
+    log_in(alice, bridge, bridge_listener)
+    bridge_listener.reply = (200, wire.encode(wire.CommandResult(command_id="x", ok=True,
+                                                                 message="asked PJSIP/100 to answer")))
+    e = NowEvents()
+    receive_events(None, [e.ringing("100", 0)])
+    response = client_for(alice).post(reverse("calls:answer"), {}, **HTMX)
+    assert _flash(response) == "Answering…"
 
 
 @pytest.mark.parametrize("number", ["", "<script>alert(1)</script>", "' OR 1=1 --", "Ωμέγα", "1" * 81])

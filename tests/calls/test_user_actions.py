@@ -471,8 +471,8 @@ def test_a_bridge_refusal_comes_back_with_its_message(alice, bridge, asterisk, b
     bridge_listener.reply = (200, wire.encode(wire.CommandResult(command_id="x", ok=False, error_id="pbx_refused",
                                                           message="The PBX refused: extension 100 is busy")))
     result = actions.set_busy(alice, False)
-    assert (result.ok, result.error_id, result.message) == (False, "pbx_refused",
-                                                            "The PBX refused: extension 100 is busy")
+    assert (result.ok, result.error_id, result.message) == (
+        False, "pbx_refused", "The phone system refused it (The PBX refused: extension 100 is busy).")
 
 
 def test_a_resource_without_an_extension_gets_a_clear_refusal(alice, asterisk):

@@ -137,7 +137,33 @@ def send_command(resource: Resource, command: wire.Command) -> wire.CommandResul
     if response.status_code != 200:
         return failed("bridge_error", _("The bridge answered %(status)s.") % {"status": response.status_code})
     try:
-        return wire.decode_result(response.content)
+        result = wire.decode_result(response.content)
     except wire.WireError as exc:
         log.error("bridge at %s answered something that is not a command result: %s", where, exc)
         return failed("bridge_error", _("The bridge answered something the CRM does not understand."))
+    if result.ok:
+        log.info("command %s for extension %s: %s", type(command).__name__, command.extension, result.message)
+        return result
+    # The bridge's own text names channels and AMI actions: it goes to the log; the agent reads what it means.
+    log.info("command %s for extension %s refused by the bridge: %s: %s", type(command).__name__, command.extension,
+             result.error_id, result.message)
+    return failed(result.error_id, refusal_text(result.error_id, command, result.message))
+
+
+def refusal_text(error_id: str, command: wire.Command, said: str = "") -> str:
+    """What a bridge's refusal means to the agent, in the agent's words (the details are in the log). The error ids
+    are those of wire.CommandResult; ``said`` is the bridge's own text, quoted only for a refusal by the PBX."""
+    if error_id == "pbx_refused" and said:
+        return _("The phone system refused it (%(reason)s).") % {"reason": said[:200]}
+    if error_id == "not_supported" and isinstance(command, wire.Answer):
+        return _("This phone cannot be answered from the CRM; pick up the handset.")
+    texts = {
+        "no_such_call": _("Your phone has no such call any more; it may have just ended."),
+        "not_supported": _("Your phone system cannot do this from the CRM; use the phone itself."),
+        "pbx_unavailable": _("The bridge is not connected to the phone system right now; try again once it is back."),
+        "pbx_refused": _("The phone system refused it; ask your administrator to look at the bridge's log."),
+        "timeout": _("The phone system did not answer in time; try again."),
+        "invalid_command": _("The bridge cannot do this for your extension; ask your administrator to check the "
+                           "bridge's settings."),
+    }
+    return texts.get(error_id, _("The bridge refused the command."))

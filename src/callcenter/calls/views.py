@@ -120,7 +120,7 @@ def _form_error(form: Any) -> str:
 def _command_reply(request: HttpRequest, result: wire.CommandResult, done: str, *,
                    call: Call | None = None) -> HttpResponse:
     if result.ok:
-        return _reply(request, result.message or done, "success", triggers={"cc-status-changed": {}}, call=call)
+        return _reply(request, done, "success", triggers={"cc-status-changed": {}}, call=call)
     return _reply(request, result.message or _("The bridge refused the command."), "error", call=call)
 
 
