@@ -353,12 +353,6 @@ def test_a_changed_ami_secret_is_reported_clearly_retried_with_back_off_and_the_
     _not_in_a_call(crm, "101")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "connector.py: a refused login updates the PBX's last-alive moment (_read sets _alive_at for any bytes: the "
-    "banner and the 'Authentication failed' answer) and saves it to pbx-alive.json, although it tells nothing about "
-    "the calls; once the secret is fixed, a call that ended during the refusals is closed at the last refused login "
-    "(seconds after it really ended, its talk time too long), not when the bridge last knew the PBX's calls. Seen: "
-    "bridge stopped at T, the PBX hung up at T+2.05 s, the CRM closed the leg at T+4.78 s (last refusal T+4.74 s)"))
 def test_a_call_that_ends_while_the_bridge_cannot_log_in_is_closed_when_the_bridge_last_knew_the_calls(
         fresh_pbx: PjsipLab, bridge_for: Callable[..., FaultBridge], crm: LiveCrm, tmp_path: Path) -> None:
     pbx = fresh_pbx

@@ -17,7 +17,8 @@ Rules
   during it) is announced from the start Asterisk reports; channels that appeared after the list was asked for are
   left alone. Then ``wire.LiveCalls`` lists the live legs: the CRM closes every other open leg of the followed
   extensions, whatever this bridge remembers.
-- The last moment the PBX was known alive: the last bytes received from it, or the moment it closed the connection;
+- The last moment the PBX was known alive: the last bytes received from it while logged in with events on (a refused
+  login says nothing of the calls), or the moment it closed such a connection;
   kept in ``alive_file`` (at most once a second, and when the link ends or the bridge stops) so that a bridge killed
   and restarted still dates the end of the calls that ended while it was away.
 - Keep-alive: a ``Ping`` every ``ping_interval`` seconds must be answered within ``ping_timeout`` (defaults 4 s and
@@ -151,6 +152,7 @@ class _Link:
         self.waiters: dict[str, _Waiter] = {}
         self.banner: asyncio.Future[str] = loop.create_future()
         self.lost: asyncio.Future[str] = loop.create_future()
+        self.following = False  # logged in with events on: what arrives tells the state of the calls
 
     def lose(self, reason: str) -> None:
         """The link is over: wake everything waiting on it."""
@@ -304,8 +306,9 @@ class AmiConnector:
             self._stopping.set()
         link = self._link
         if link is not None and not link.lost.done():
-            self._alive_at = self._clock()  # the PBX was there until we stopped following it
-            self._save_alive(force=True)
+            if link.following:
+                self._alive_at = self._clock()  # the PBX was followed until now
+                self._save_alive(force=True)
             try:
                 link.writer.write(link.conn.send(Action("Logoff")))
             except (LocalProtocolError, OSError, RuntimeError):  # the transport is already going: nothing to say
@@ -379,6 +382,7 @@ class AmiConnector:
                                                 "this the AMI port (5038)?")
             await self._login(link)
             await self._request("Events", (("EventMask", self._event_mask),), link=link)
+            link.following = True
             self._failures = 0
             self.connects += 1
             self.last_error = ""
@@ -450,7 +454,7 @@ class AmiConnector:
             while not link.lost.done():
                 data = await reader.read(READ_SIZE)
                 self.bytes_in += len(data)
-                if data:
+                if data and link.following:
                     self._alive_at = self._clock()
                     if self._alive_at - self._alive_saved >= ALIVE_SAVE_INTERVAL:
                         self._save_alive()
@@ -462,15 +466,17 @@ class AmiConnector:
                     assert isinstance(message, Message)
                     self._route(link, message)
                 if not data:
-                    # The PBX's end closed the connection (a crash closes it too): it was there until now.
-                    self._alive_at = self._clock()
-                    self._save_alive(force=True)
+                    if link.following:
+                        # The PBX's end closed the connection (a crash closes it too): it was there until now.
+                        self._alive_at = self._clock()
+                        self._save_alive(force=True)
                     link.lose("the PBX closed the connection")
         except RemoteProtocolError as exc:
             link.lose(f"the PBX broke the AMI protocol ({exc})")
         except ConnectionResetError as exc:
-            self._alive_at = self._clock()  # reset by the PBX's host: it was there until now
-            self._save_alive(force=True)
+            if link.following:
+                self._alive_at = self._clock()  # reset by the PBX's host: it was there until now
+                self._save_alive(force=True)
             link.lose(f"the connection failed ({exc.strerror or exc.__class__.__name__})")
         except (ConnectionError, OSError) as exc:
             link.lose(f"the connection failed ({exc.strerror or exc.__class__.__name__})")
