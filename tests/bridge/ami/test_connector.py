@@ -705,3 +705,22 @@ async def test_a_phone_in_a_call_is_not_busy_its_changed_hint_makes_the_bridge_a
         pbx.set_dnd("100", True)
         await until(lambda: [e.dnd for e in sink.of(wire.AgentState, extension="100")] == [False, True],
                     what="DND on")
+
+
+async def test_refused_logins_say_nothing_of_the_calls_and_leave_the_last_alive_time(pbx: SimulatedPBX,
+                                                                                     tmp_path: Any) -> None:
+    alive_file = tmp_path / "pbx-alive.json"
+    followed_until = time.time() - 100
+    alive_file.write_text(json.dumps({"pbx_alive_at": followed_until}))
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    connector = connector_for(pbx, alive_file=alive_file, sleep=sleep,
+                              settings={"secret": Secret("not-the-secret-123")})
+    async with running(connector, Sink(), wait=False):
+        await until(lambda: len(pauses) >= 3, what="three refused logins")
+    assert json.loads(alive_file.read_text())["pbx_alive_at"] == followed_until
+    assert connector._alive_at == followed_until
