@@ -234,4 +234,6 @@ def settle(lab: PjsipLab | LocalLab, bridge: LiveBridge, crm: LiveCrm, timeout: 
                interval=0.5, detail=lambda: f"open legs: {crm.open_legs()}\n{bridge.output()}")
     failed = crm.failed_events()
     assert not failed, f"the CRM failed to apply events: {failed}"
-    return crm.calls()
+    rows = crm.calls()
+    assert all(row.state == "ended" for row in rows), f"a call is still shown in progress: {rows}"
+    return rows
