@@ -13,7 +13,9 @@ and the waits that read what they stored.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import sqlite3
 import sys
 import urllib.request
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bridge.live_crm import CrmProcess, CrmTemplate
+from tests.bridge.live_crm import CALLCENTER, CrmProcess, CrmTemplate, crm_environment
 
 from .labs import LocalLab, PjsipLab, free_tcp_port, spawn, stop_process, wait_until
 
@@ -66,12 +68,25 @@ class LiveCrm:
     def port(self) -> int:
         return self.process.port
 
-    def start(self) -> LiveCrm:
-        self.process.start(timeout=120)
+    def start(self, timeout: float = 120.0) -> LiveCrm:
+        """CrmProcess.start, but spawned like every live child: registered, and ended with the test process."""
+        process = self.process
+        process.process = spawn([*CALLCENTER, "serve", "--host", "127.0.0.1", "--port", str(process.port),
+                                 "--no-access-log"], log=process.log_path, env=crm_environment(self.database))
+
+        def listening() -> bool:
+            if process.process is not None and process.process.poll() is not None:
+                raise RuntimeError(f"the CRM exited with {process.process.returncode}: "
+                                   f"{process.log_path.read_text(errors='replace')}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", process.port), timeout=0.5):
+                return True
+            return False
+
+        wait_until(listening, f"the CRM to listen on port {process.port}", timeout=timeout, interval=0.05)
         return self
 
     def stop(self) -> None:
-        self.process.stop()
+        stop_process(self.process.process, grace=15)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as db:
