@@ -25,7 +25,7 @@ Figures, in seconds, median and max over the rounds:
   call closed, since Asterisk reports the hang-ups itself before it goes.
 - end: the call's stored end minus the fault's moment. Negative: talk time lost, the bridge last heard from the PBX
   that much before the fault (Ping every 4 s; pbx-alive.json saved at most once a second). Positive: talk time added
-  (a late read of the closed connection on a loaded machine; for secret, the refused logins counted as "alive").
+  (e.g. a late read of the closed connection on a loaded machine). For secret: vs the old bridge's stop.
 
 Output: progress on stderr; on stdout one summary line per fault, starting with "live_faults <fault>:".
 """
