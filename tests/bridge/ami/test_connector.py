@@ -482,7 +482,7 @@ async def test_a_stalled_link_is_noticed_within_the_keep_alive_deadline(pbx: Sim
     down, noticed_at = downs[0]
     assert down.detail == "no answer to Ping within 0.3 s: the link is dead or stalled"
     # Ping every 0.1 s, answered within 0.3 s: the stall shows within 0.4 s (plus slack for a busy test machine),
-    # far inside the 10 s the bridge promises with its defaults (4 s + 5 s).
+    # far inside the 6 s the bridge promises with its defaults (1 s + 5 s).
     assert noticed_at - stalled_at < 1.5
     assert pbx.server.logins == 2 and sink.links()[:3] == [True, False, True]
 

@@ -21,8 +21,10 @@ Rules
   login says nothing of the calls), or the moment it closed such a connection;
   kept in ``alive_file`` (at most once a second, and when the link ends or the bridge stops) so that a bridge killed
   and restarted still dates the end of the calls that ended while it was away.
-- Keep-alive: a ``Ping`` every ``ping_interval`` seconds must be answered within ``ping_timeout`` (defaults 4 s and
-  min(status_timeout, 5 s)): a dead or stalled link is noticed within 9 s and the connection is dropped.
+- Keep-alive: a ``Ping`` every ``ping_interval`` seconds must be answered within ``ping_timeout`` (defaults 1 s and
+  min(status_timeout, 5 s)): a dead or stalled link is noticed within 6 s and the connection is dropped. The pings
+  also keep the last-alive time within a second of the truth on a quiet PBX, so a bridge killed mid-call dates the
+  calls that ended meanwhile to within a second.
 - Reconnect: capped exponential back-off with jitter, ``retry_initial * 2**n`` (at most ``retry_cap``) times a
   random factor in [0.5, 1]: the first retry comes within ``retry_initial`` (1 s). While the PBX refuses connections
   (restarting, crashed) the pause is at most ``UNREACHABLE_RETRY`` (0.25-0.5 s): the bridge is back within half a
@@ -103,7 +105,7 @@ __all__ = ["AmiConnector"]
 log = logging.getLogger("callcenter.bridge.ami")
 
 READ_SIZE: Final = 256 * 1024
-DEFAULT_PING_INTERVAL: Final = 4.0
+DEFAULT_PING_INTERVAL: Final = 1.0
 MAX_PING_TIMEOUT: Final = 5.0
 # While the PBX does not accept connections (restarting, crashed), it is tried again every 0.25-0.5 s: a connection
 # attempt costs nothing, and every second without the link is a second of calls the bridge cannot see.
