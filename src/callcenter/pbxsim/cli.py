@@ -3,6 +3,7 @@
     callcenter pbxsim --secret-file ami.secret                            an idle PBX on 127.0.0.1:5038
     callcenter pbxsim --secret-file ami.secret --rate 0.2 --agents 2     a call every 5 s to 100 or 101
     callcenter pbxsim --secret-file ami.secret --scenario ringgroup --speed 10 --exit-after-scenarios
+    callcenter pbxsim --secret-file ami.secret --scenario ringgroup --wait-for-login --port 0 --port-file port
     callcenter pbxsim --list-scenarios
 
 The secret comes from --secret-file, the environment (CALLCENTER_PBXSIM_SECRET) or --secret (visible to other users
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     net = p.add_argument_group("AMI server")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback; default 127.0.0.1)")
     net.add_argument("--port", type=int, default=5038, help="TCP port (default 5038; 0 picks a free one)")
-    net.add_argument("--port-file", type=Path, help="write the port actually bound to this file")
+    net.add_argument("--port-file", type=Path,
+                     help="write the port actually bound to this file (it appears complete, never half written)")
     net.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     net.add_argument("--user", default="crm", help="AMI username (default crm)")
     net.add_argument("--secret", help=f"AMI secret (prefer --secret-file or ${SECRET_ENV})")
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run a scenario file (or a built-in one by name); repeatable, run one after the other")
     sc.add_argument("--list-scenarios", action="store_true", help="list the built-in scenarios and exit")
     sc.add_argument("--exit-after-scenarios", action="store_true", help="stop once the scenarios have ended")
+    sc.add_argument("--wait-for-login", action="store_true",
+                    help="start the scenarios, the load and the fault only once an AMI client has logged in, so "
+                         "that a client started after the simulator sees every call from its start")
     load = p.add_argument_group("load generator")
     load.add_argument("--rate", type=_positive, metavar="R", help="start R inbound calls per second")
     load.add_argument("--max-calls", type=int, metavar="N", help="stop the load after N calls")
@@ -199,10 +204,17 @@ async def serve(args: argparse.Namespace, secret: str, scenarios: list[Scenario]
             loop.add_signal_handler(sig, stop.set)
     try:
         if args.port_file is not None:
-            args.port_file.write_text(f"{pbx.port}\n", encoding="utf-8")
+            write_port_file(args.port_file, pbx.port)
         ext_list = ", ".join(sorted(agents))
         print(f"callcenter pbxsim: AMI on {pbx.host}:{pbx.port} (user {args.user}); agents {ext_list}; "
               f"speed {args.speed:g}. Ctrl-C stops it.", flush=True)
+        if args.wait_for_login:
+            print("callcenter pbxsim: waiting for an AMI client to log in", flush=True)
+            while pbx.server.logins == 0 and not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.02)
+            if stop.is_set():
+                return 0
         if args.rate:
             pbx.start_load(args.rate, agents=list(agents), known_callers=known, unknown_ratio=args.unknown_ratio,
                            talk=args.talk, max_calls=args.max_calls, seed=args.seed)
@@ -226,6 +238,14 @@ async def serve(args: argparse.Namespace, secret: str, scenarios: list[Scenario]
     finally:
         await pbx.stop()
         print("callcenter pbxsim: stopped", flush=True)
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write the port to a temporary file, then rename it into place: whoever waits for ``path`` to appear never
+    reads it empty or half written."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(f"{port}\n", encoding="utf-8")
+    os.replace(temporary, path)
 
 
 async def _run_scenarios(pbx: SimulatedPBX, scenarios: list[Scenario]) -> None:
