@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 from callcenter.bridge.connectors.ami.codec import Message
 from callcenter.pbxsim import Behaviour, SimulatedPBX
@@ -96,7 +97,8 @@ async def test_originate_local_from_pstn_rings_the_extension_like_the_fixture_dr
     ringing = await client.wait_event("Newstate", ChannelStateDesc="Ringing")
     assert ringing.get("Channel", "").startswith("PJSIP/101-")
     assert ringing.get("ConnectedLineNum") == "+302107654321"
-    assert ringing.get("CallerIDName") == "Μαρία Κωνσταντίνου"
+    # The phone keeps its endpoint's caller id; the caller shows as its connected line (as on the PJSIP lab).
+    assert (ringing.get("CallerIDNum"), ringing.get("ConnectedLineName")) == ("101", "Μαρία Κωνσταντίνου")
     assert pbx.answer("101")
     ok = await client.wait_event("OriginateResponse", ActionID=response.action_id or "")
     assert ok.get("Response") == "Success"
@@ -188,21 +190,29 @@ async def test_atxfer_consults_then_completes_when_the_transferer_hangs_up(
     pbx: SimulatedPBX, client: AMIClient
 ) -> None:
     agent, trunk = await answered_call(pbx, client)
+    original = pbx.core.find_channel(trunk)
+    assert original is not None and original.bridge is not None
     response = await client.action("Atxfer", Channel=agent, Exten="101", Context="from-internal")
     assert (response.name, response.get("Message")) == ("Success", "Atxfer successfully queued")
-    await client.wait_event("MusicOnHoldStart", Channel=trunk)
-    dial = await client.wait_event("DialBegin", Channel=agent)
-    target = dial.get("DestChannel") or ""
-    assert target.startswith("PJSIP/101-")
+    await client.wait_event("Hold", Channel=agent)
+    # As Asterisk's transfer feature does it: a Local channel whose ;2 half dials the target with the agent's id.
+    await client.wait_for(lambda: any(e.get("DestChannel", "").startswith("PJSIP/101-")
+                                      for e in client.events("DialBegin")))
+    dial = next(e for e in client.events("DialBegin") if e.get("DestChannel", "").startswith("PJSIP/101-"))
+    target, local2 = dial.get("DestChannel") or "", dial.get("Channel") or ""
+    assert re.fullmatch(r"Local/101@from-internal-[0-9a-f]{8};2", local2) and dial.get("CallerIDNum") == "100"
+    local1 = local2[:-1] + "1"
     assert pbx.answer("101")
-    await client.wait_event("BridgeEnter", Channel=agent)
+    await client.wait_event("BridgeEnter", Channel=target)
     await client.action("Hangup", Channel=agent)
     event = await client.wait_event("AttendedTransfer")
     assert (event.get("Result"), event.get("OrigTransfererChannel"), event.get("TransfereeChannel"),
-            event.get("TransferTargetChannel"), event.get("DestType")) == ("Success", agent, trunk, target, "Bridge")
-    await client.wait_event("BridgeEnter", Channel=trunk, BridgeUniqueid=event.get("DestBridgeUniqueid") or "")
+            event.get("DestType"), event.get("DestBridgeUniqueid")) == (
+        "Success", agent, trunk, "Bridge", original.bridge.uniqueid)
+    await client.wait_event("BridgeEnter", Channel=local1, BridgeUniqueid=original.bridge.uniqueid)
     live = {c.name: c for c in pbx.channels()}
-    assert set(live) == {trunk, target} and live[trunk].bridge == live[target].bridge
+    assert set(live) == {trunk, local1, local2, target}
+    assert live[trunk].bridge == live[local1].bridge and live[local2].bridge == live[target].bridge
 
 
 async def test_atxfer_that_the_target_does_not_answer_returns_to_the_caller(
@@ -211,9 +221,9 @@ async def test_atxfer_that_the_target_does_not_answer_returns_to_the_caller(
     pbx.core.ring_timeout = 3
     agent, trunk = await answered_call(pbx, client)
     await client.action("Atxfer", Channel=agent, Exten="101")
-    await client.wait_event("MusicOnHoldStop", Channel=trunk)
+    await client.wait_event("Unhold", Channel=agent)
     back = [e for e in client.events("BridgeEnter") if e.get("Channel") == agent]
-    assert len(back) == 2, "the transferer went back into the caller's bridge"
+    assert len(back) == 3, "the transferer consulted, then went back into the caller's bridge"
     assert {c.name for c in pbx.channels()} == {agent, trunk}
     refused = await client.action("Atxfer", Channel="PJSIP/100-0000ffff", Exten="101")
     assert refused.get("Message") == "Channel specified does not exist"
@@ -366,7 +376,7 @@ async def test_atxfer_to_a_dnd_extension_goes_back_to_the_caller(pbx: SimulatedP
     pbx.set_dnd("101", True)
     agent, trunk = await answered_call(pbx, client)
     await client.action("Atxfer", Channel=agent, Exten="101")
-    await client.wait_event("MusicOnHoldStop", Channel=trunk)
+    await client.wait_event("Unhold", Channel=agent)
     assert {c.name for c in pbx.channels()} == {agent, trunk}
     assert len({c.bridge for c in pbx.channels()}) == 1
 
@@ -381,9 +391,14 @@ async def test_atxfer_hung_up_while_the_target_rings_hands_the_caller_over(pbx: 
     event = await client.wait_event("AttendedTransfer")
     assert event.get("TransfereeChannel") == trunk
     assert pbx.answer("102")
-    await client.wait_event("MusicOnHoldStop", Channel=trunk)
-    live = pbx.channels()
-    assert {c.extension for c in live} == {None, "102"} and len({c.bridge for c in live}) == 1
+    await client.wait_for(lambda: any(e.get("Channel", "").startswith("PJSIP/102-")
+                                      for e in client.events("BridgeEnter")))
+    live = {c.name: c for c in pbx.channels()}
+    assert {c.extension for c in live.values()} == {None, "102"}
+    # The caller talks to 102 through the Local channel: trunk + ;1 in one bridge, ;2 + 102 in another.
+    local1 = next(n for n in live if n.endswith(";1"))
+    target = next(n for n in live if n.startswith("PJSIP/102-"))
+    assert live[trunk].bridge == live[local1].bridge and live[local1[:-1] + "2"].bridge == live[target].bridge
 
 
 async def test_the_caller_hanging_up_during_a_consultation_leaves_the_agents_talking(
@@ -395,7 +410,7 @@ async def test_the_caller_hanging_up_during_a_consultation_leaves_the_agents_tal
     await client.wait_event("BridgeEnter", Channel=agent)
     await client.action("Hangup", Channel=trunk)
     await client.wait_event("Hangup", Channel=trunk)
-    assert {c.extension for c in pbx.channels()} == {"100", "101"}
+    assert {c.extension for c in pbx.channels()} == {"100", "101", None}  # None: the Local channel between them
     await client.action("Hangup", Channel=agent)  # no transfer left to complete: an ordinary hang-up
     await pbx.wait_until(lambda: not pbx.channels())
     assert not client.events("AttendedTransfer")

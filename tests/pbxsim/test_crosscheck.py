@@ -68,9 +68,11 @@ EXPECTED: dict[str, dict[str, list[Fact]]] = {
     "inbound_answered": {"100": [ringing_in(*CALLER), ANSWERED, AGENT_ENDS]},
     "inbound_missed": {"101": [ringing_in("+302107654321"), ("ended", 19, "remote", False)]},
     "busy_dnd": {"100": [("dnd", True), ("dnd", False)]},  # the phone never rang: no call for the agent
+    # The phone's own 486 is a hang-up request on its channel (as the PJSIP lab shows it): the agent's side.
     "busy_agent": {"101": [ringing_in(*CALLER), ANSWERED, ringing_in("6944123456", "Ελένη Γεωργίου"),
-                           ("ended", 17, "remote", False), REMOTE_ENDS]},
-    "caller_abandons": {"100": [ringing_in("6977000111", "Κατερίνα Βασιλείου"), REMOTE_ENDS]},
+                           ("ended", 17, "agent", False), REMOTE_ENDS]},
+    # A caller who gives up sends CANCEL: Asterisk ends both channels with cause 127 (as on the PJSIP lab).
+    "caller_abandons": {"100": [ringing_in("6977000111", "Κατερίνα Βασιλείου"), ("ended", 127, "remote", False)]},
     "ringgroup": {"100": [ringing_in(*CALLER), ELSEWHERE],
                   "101": [ringing_in(*CALLER), ANSWERED, REMOTE_ENDS],
                   "102": [ringing_in(*CALLER), ELSEWHERE]},

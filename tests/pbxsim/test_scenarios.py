@@ -87,9 +87,13 @@ def test_every_built_in_scenario_parses_and_covers_every_flow() -> None:
 
 
 def who(channel: str | None) -> str:
-    """``PJSIP/100-0000002a`` -> ``100``; ``PJSIP/trunk-0000002b`` -> ``trunk``."""
+    """``PJSIP/100-0000002a`` -> ``100``; ``PJSIP/trunk-0000002b`` -> ``trunk``;
+    ``Local/101@from-internal-00000000;2`` -> ``Local/101;2``."""
     m = re.fullmatch(r"PJSIP/([^-]+)-[0-9a-f]{8}", channel or "")
-    return m.group(1) if m else str(channel)
+    if m:
+        return m.group(1)
+    m = re.fullmatch(r"Local/([^@]+)@[^;]+-[0-9a-f]{8}(;[12])", channel or "")
+    return f"Local/{m.group(1)}{m.group(2)}" if m else str(channel)
 
 
 def story(events: list[Message], *, hints: bool = False) -> list[str]:
@@ -111,8 +115,8 @@ def story(events: list[Message], *, hints: bool = False) -> list[str]:
                        f"to {e.get('Extension')}")
         elif n == "AttendedTransfer":
             transferers = f"{who(e.get('OrigTransfererChannel'))}/{who(e.get('SecondTransfererChannel'))}"
-            out.append(f"AttendedTransfer {transferers} "
-                       f"{who(e.get('TransfereeChannel'))} to {who(e.get('TransferTargetChannel'))}")
+            target = who(e.get("TransferTargetChannel")) if e.get("TransferTargetChannel") else e.get("DestType")
+            out.append(f"AttendedTransfer {transferers} {who(e.get('TransfereeChannel'))} to {target}")
         elif n == "ExtensionStatus" and hints:
             out.append(f"ExtensionStatus {e.get('Exten')} {e.get('StatusText')}")
     return out
@@ -123,31 +127,36 @@ ANSWERED = ["Newchannel trunk Ring", "Newchannel 100 Down", "DialBegin trunk->10
             "BridgeEnter trunk"]
 AGENT_HANGS_UP = ["HangupRequest 100 16", "BridgeLeave 100", "Hangup 100 16", "BridgeLeave trunk",
                   "SoftHangupRequest trunk 16", "Hangup trunk 16"]
+# Checked against the PJSIP lab's Asterisk 22 (tests/live/test_simulator_parity.py compares them per channel): the
+# channel that runs the dialplan (the caller) gets a SoftHangupRequest when its call ends, a dialled leg never; a
+# refusal (486) is a hang-up request on the refusing leg; a CANCEL ends the call with cause 127; Busy() turns the
+# caller's channel Busy and hangs it up at once; app_dial ends the other ring-group legs without a hang-up request.
 
 EXPECTED: dict[str, list[str]] = {
     "inbound_answered": ANSWERED + AGENT_HANGS_UP,
     "inbound_missed": [
         "Newchannel trunk Ring", "Newchannel 101 Down", "DialBegin trunk->101", "Newstate 101 Ringing",
         "DialEnd trunk->101 NOANSWER", "Hangup 101 0", "SoftHangupRequest trunk 16", "Hangup trunk 19"],
-    "busy_dnd": ["Newchannel trunk Ring", "SoftHangupRequest trunk 16", "Hangup trunk 17"],
+    "busy_dnd": ["Newchannel trunk Ring", "Newstate trunk Busy", "HangupRequest trunk 17", "SoftHangupRequest trunk 16",
+                 "Hangup trunk 17"],
     "busy_agent": [
         *[s.replace("100", "101") for s in ANSWERED],
-        "Newchannel trunk Ring", "Newchannel 101 Down", "DialBegin trunk->101", "DialEnd trunk->101 BUSY",
-        "Hangup 101 17", "SoftHangupRequest trunk 16", "Hangup trunk 17",
-        "HangupRequest trunk 16", "BridgeLeave trunk", "Hangup trunk 16", "BridgeLeave 101",
-        "SoftHangupRequest 101 16", "Hangup 101 16"],
+        "Newchannel trunk Ring", "Newchannel 101 Down", "DialBegin trunk->101", "HangupRequest 101 17",
+        "DialEnd trunk->101 BUSY", "SoftHangupRequest trunk 16", "Hangup trunk 17", "Hangup 101 17",
+        "HangupRequest trunk 16", "BridgeLeave trunk", "SoftHangupRequest trunk 16", "Hangup trunk 16",
+        "BridgeLeave 101", "Hangup 101 16"],
     "caller_abandons": [
         "Newchannel trunk Ring", "Newchannel 100 Down", "DialBegin trunk->100", "Newstate 100 Ringing",
-        "HangupRequest trunk 16", "DialEnd trunk->100 CANCEL", "Hangup 100 16", "Hangup trunk 16"],
+        "HangupRequest trunk 127", "DialEnd trunk->100 CANCEL", "SoftHangupRequest trunk 16", "Hangup 100 127",
+        "Hangup trunk 127"],
     "ringgroup": [
         "Newchannel trunk Ring", "Newchannel 100 Down", "Newchannel 101 Down", "Newchannel 102 Down",
         "DialBegin trunk->100", "DialBegin trunk->101", "DialBegin trunk->102",
         "Newstate 100 Ringing", "Newstate 101 Ringing", "Newstate 102 Ringing", "Newstate 101 Up",
-        "DialEnd trunk->100 CANCEL", "HangupRequest 100 26", "Hangup 100 26",
-        "DialEnd trunk->102 CANCEL", "HangupRequest 102 26", "Hangup 102 26",
-        "DialEnd trunk->101 ANSWER", "Newstate trunk Up", "BridgeEnter 101", "BridgeEnter trunk",
-        "HangupRequest trunk 16", "BridgeLeave trunk", "Hangup trunk 16", "BridgeLeave 101",
-        "SoftHangupRequest 101 16", "Hangup 101 16"],
+        "DialEnd trunk->100 CANCEL", "DialEnd trunk->102 CANCEL", "DialEnd trunk->101 ANSWER",
+        "Hangup 100 26", "Hangup 102 26", "Newstate trunk Up", "BridgeEnter 101", "BridgeEnter trunk",
+        "HangupRequest trunk 16", "BridgeLeave trunk", "SoftHangupRequest trunk 16", "Hangup trunk 16",
+        "BridgeLeave 101", "Hangup 101 16"],
     "outbound": [
         "Newchannel 100 Ring", "Newchannel trunk Down", "DialBegin 100->trunk", "Newstate trunk Ringing",
         "Newstate trunk Up", "DialEnd 100->trunk ANSWER", "Newstate 100 Up", "BridgeEnter trunk", "BridgeEnter 100",
@@ -162,21 +171,27 @@ EXPECTED: dict[str, list[str]] = {
         "Newchannel 100 Down", "DialBegin originate->100", "Newstate 100 Ringing", "Newstate 100 Up",
         "DialEnd originate->100 ANSWER", "Newchannel trunk Down", "DialBegin 100->trunk", "Newstate trunk Ringing",
         "Newstate trunk Up", "DialEnd 100->trunk ANSWER", "BridgeEnter trunk", "BridgeEnter 100",
-        "HangupRequest 100 16", "BridgeLeave 100", "Hangup 100 16", "BridgeLeave trunk",
-        "SoftHangupRequest trunk 16", "Hangup trunk 16"],
+        "HangupRequest 100 16", "BridgeLeave 100", "SoftHangupRequest 100 16", "Hangup 100 16", "BridgeLeave trunk",
+        "Hangup trunk 16"],
     "transfer_blind": [
-        *ANSWERED, "BlindTransfer 100 trunk to 103", "BridgeLeave 100", "HangupRequest 100 16", "Hangup 100 16",
-        "BridgeLeave trunk", "Newchannel 103 Down", "DialBegin trunk->103", "Newstate 103 Ringing",
+        *ANSWERED, "BlindTransfer 100 trunk to 103", "BridgeLeave 100", "BridgeLeave trunk", "Hangup 100 16",
+        "Newchannel 103 Down", "DialBegin trunk->103", "Newstate 103 Ringing",
         "Newstate 103 Up", "DialEnd trunk->103 ANSWER", "BridgeEnter 103", "BridgeEnter trunk",
         "HangupRequest 103 16", "BridgeLeave 103", "Hangup 103 16", "BridgeLeave trunk",
         "SoftHangupRequest trunk 16", "Hangup trunk 16"],
+    # Asterisk's attended-transfer feature (AMI Atxfer) consults through a Local channel and, when the transferer
+    # hangs up, moves its ;1 half into the caller's bridge.
     "transfer_attended": [
-        *ANSWERED, "BridgeLeave 100", "Newchannel 101 Down", "DialBegin 100->101", "Newstate 101 Ringing",
-        "Newstate 101 Up", "DialEnd 100->101 ANSWER", "BridgeEnter 101", "BridgeEnter 100",
-        "AttendedTransfer 100/100 trunk to 101", "HangupRequest 100 16", "BridgeLeave 100", "Hangup 100 16",
-        "BridgeLeave trunk", "BridgeEnter trunk",
-        "HangupRequest 101 16", "BridgeLeave 101", "Hangup 101 16", "BridgeLeave trunk",
-        "SoftHangupRequest trunk 16", "Hangup trunk 16"],
+        *ANSWERED, "Newchannel Local/101;1 Down", "Newchannel Local/101;2 Ring", "BridgeEnter Local/101;1",
+        "BridgeLeave 100", "BridgeEnter 100", "Newchannel 101 Down", "DialBegin Local/101;2->101",
+        "Newstate 101 Ringing", "Newstate Local/101;1 Ringing", "Newstate 101 Up", "DialEnd Local/101;2->101 ANSWER",
+        "Newstate Local/101;1 Up", "DialEnd originate->Local/101;1 ANSWER", "Newstate Local/101;2 Up",
+        "BridgeEnter 101", "BridgeEnter Local/101;2", "HangupRequest 100 16", "BridgeLeave 100",
+        "BridgeLeave Local/101;1", "BridgeEnter Local/101;1", "AttendedTransfer 100/100 trunk to Bridge",
+        "Hangup 100 16", "HangupRequest 101 16", "BridgeLeave 101", "Hangup 101 16", "BridgeLeave Local/101;2",
+        "SoftHangupRequest Local/101;2 16", "Hangup Local/101;2 16", "HangupRequest Local/101;1 16",
+        "BridgeLeave Local/101;1", "Hangup Local/101;1 16", "BridgeLeave trunk", "SoftHangupRequest trunk 16",
+        "Hangup trunk 16"],
     "transfer_phone": [
         *ANSWERED, "Newchannel 100 Ring", "Newchannel 101 Down", "DialBegin 100->101", "Newstate 101 Ringing",
         "Newstate 101 Up", "DialEnd 100->101 ANSWER", "Newstate 100 Up", "BridgeEnter 101", "BridgeEnter 100",
@@ -224,7 +239,10 @@ def check_channel_lifecycles(events: list[Message]) -> None:
 def check_dials_and_bridges(events: list[Message]) -> None:
     begun = Counter(e.get("DestChannel") for e in events if e.name == "DialBegin")
     ended = Counter(e.get("DestChannel") for e in events if e.name == "DialEnd")
-    assert begun == ended, "every DialBegin has exactly one DialEnd"
+    assert all(ended[dest] == 1 for dest in begun), "every DialBegin has exactly one DialEnd"
+    # ... and a DialEnd without a DialBegin is the ;1 half of the Local channel the transfer feature calls (the lab's
+    # Asterisk 22 announces that call with DialState and DialEnd only).
+    assert all(dest in begun or (dest or "").startswith("Local/") and (dest or "").endswith(";1") for dest in ended)
     created = [e.get("BridgeUniqueid") for e in events if e.name == "BridgeCreate"]
     destroyed = [e.get("BridgeUniqueid") for e in events if e.name == "BridgeDestroy"]
     assert sorted(map(str, created)) == sorted(map(str, destroyed)) and len(set(created)) == len(created)
@@ -273,7 +291,7 @@ async def test_each_scenario_emits_the_events_of_a_real_asterisk_in_order(name: 
 async def test_the_hints_follow_the_phone_and_dnd() -> None:
     pbx, client, events = await play("inbound_answered")
     assert [s for s in story(events, hints=True) if s.startswith("ExtensionStatus")] == [
-        "ExtensionStatus 100 Ringing", "ExtensionStatus 100 InUse", "ExtensionStatus 100 Idle"]
+        "ExtensionStatus 100 Busy", "ExtensionStatus 100 Idle"]  # device_state_busy_at=1: Busy from the first ring
     await client.close()
     await pbx.stop()
     pbx, client, events = await play("busy_dnd")

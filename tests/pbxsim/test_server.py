@@ -127,8 +127,8 @@ async def test_every_event_has_privilege_and_timestamp_and_asterisk_ids(pbx: Sim
             assert e.get("Linkedid") == call.linkedid
     names = {e.get("Channel") for e in events if e.get("Channel")}
     assert all(re.fullmatch(r"PJSIP/(trunk|\d+)-[0-9a-f]{8}", n or "") for n in names)
-    caller_ids = [e.get("CallerIDName") for e in client.events("NewCallerid")]
-    assert "Γιώργος Παπαδόπουλος" in caller_ids  # UTF-8 on the wire
+    caller_ids = [e.get("CallerIDName") for e in client.events("Newchannel")]
+    assert "Γιώργος Παπαδόπουλος" in caller_ids  # UTF-8 on the wire (the SIP From display name, as the trunk got it)
 
 
 async def test_two_clients_both_get_every_event(pbx: SimulatedPBX, client: AMIClient) -> None:

@@ -56,13 +56,14 @@ CAUSE_TEXT = {
 }
 
 # ExtensionStatus codes (Asterisk's ast_extension_state values) and their StatusText.
-EXT_IDLE, EXT_INUSE, EXT_BUSY, EXT_RINGING, EXT_INUSE_RINGING = 0, 1, 2, 8, 9
-EXT_STATUS_TEXT = {0: "Idle", 1: "InUse", 2: "Busy", 4: "Unavailable", 8: "Ringing", 9: "InUse&Ringing"}
+EXT_IDLE, EXT_INUSE, EXT_BUSY, EXT_RINGING, EXT_INUSE_RINGING, EXT_ONHOLD = 0, 1, 2, 8, 9, 16
+EXT_STATUS_TEXT = {0: "Idle", 1: "InUse", 2: "Busy", 4: "Unavailable", 8: "Ringing", 9: "InUse&Ringing", 16: "Hold"}
 
 
 class Role(enum.Enum):
     AGENT = "agent"  # an agent's phone: PJSIP/<ext>-<seq>
     TRUNK = "trunk"  # the provider trunk: PJSIP/trunk-<seq>
+    LOCAL = "local"  # a half of a Local channel pair: Local/<exten>@<context>-<seq>;1 or ;2
 
 
 @dataclass
@@ -70,13 +71,15 @@ class Behaviour:
     """How a party acts by itself. ``None`` means "never by itself" (a scenario step or an AMI action must do it).
 
     answer_after: seconds of ringing before answering.   hangup_after: seconds of talk before hanging up.
-    abandon_after: an inbound caller hangs up after this many seconds of ringing.   busy: rejects every call (486).
+    abandon_after: an inbound caller hangs up after this many seconds of ringing.   busy: rejects every call (486),
+    at once, or after ringing ``busy_after`` seconds (a phone or a far end that rings first, then says busy).
     """
 
     answer_after: float | None = None
     hangup_after: float | None = None
     abandon_after: float | None = None
     busy: bool = False
+    busy_after: float | None = None
 
 
 @dataclass
@@ -99,6 +102,7 @@ def default_agent_name(ext: str) -> str:
 class Bridge:
     uniqueid: str
     channels: list[Channel] = field(default_factory=list)
+    queue_call: QueueCall | None = None  # a queue caller and the member who took the call (for AgentComplete)
 
     def headers(self, prefix: str = "Bridge") -> Headers:
         return [
@@ -110,6 +114,17 @@ class Bridge:
             (f"{prefix}NumChannels", str(len(self.channels))),
             (f"{prefix}VideoSourceMode", "none"),
         ]
+
+
+@dataclass(eq=False)
+class QueueCall:
+    """A caller waiting in (then served by) a queue: when it joined, and who answered when."""
+
+    queue: str
+    caller: Channel
+    joined_at: float
+    member: Channel | None = None
+    connected_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -132,10 +147,12 @@ class Dial:
     legs: list[Channel]
     on_answer: Callable[[Channel], None]
     on_fail: Callable[[str], None]
-    kind: Literal["route", "originate", "consult"] = "route"
+    kind: Literal["route", "originate", "consult", "queue"] = "route"
     timeout: Timer | None = None
     done: bool = False
     busy: int = 0
+    on_ring: Callable[[Channel], None] | None = None
+    queue_call: QueueCall | None = None
 
 
 @dataclass(eq=False)
@@ -143,7 +160,10 @@ class Transfer:
     """An attended transfer in progress. ``transferee`` waits on hold in ``hold_bridge`` while the transferer consults
     ``target_number``, first ringing (``dial``) then talking (``target`` in ``consult_bridge``).
 
-    AMI ``Atxfer`` (Asterisk's transfer feature): ``transferer`` itself leaves ``hold_bridge`` and dials the target.
+    AMI ``Atxfer`` (Asterisk's transfer feature): ``transferer`` leaves ``hold_bridge`` for ``consult_bridge`` with the
+    ``;1`` half of a Local channel pair (``local``) whose ``;2`` half dials the target, carrying the transferer's caller
+    id; ``target`` is the target's channel once it answers (bridged with ``;2``). Completing it merges ``;1`` into
+    ``hold_bridge``: the caller then talks to the target through the Local pair.
     A phone's transfer key (``phone=True``): ``transferer`` stays in ``hold_bridge`` (on hold) and the phone makes a
     second call on a new channel ``second``, a call of its own (own Linkedid), then REFERs the two together."""
 
@@ -156,6 +176,8 @@ class Transfer:
     consult_bridge: Bridge | None = None
     phone: bool = False
     second: Channel | None = None
+    local: tuple[Channel, Channel] | None = None
+    completed: bool = False
 
 
 @dataclass(eq=False)
@@ -186,6 +208,9 @@ class Channel:
     held_by: Transfer | None = None  # set on the transferee during an attended transfer
     consult_of: Transfer | None = None  # set on a phone's second (consultation) channel
     own_identity: bool = False  # the caller id is the agent's own (a call the agent makes), not a caller's
+    runs_dialplan: bool = False  # a channel with a PBX thread (a caller, an answered Originate), not a dialled leg
+    held: bool = False  # put on hold by the other side (an attended transfer): its device shows ONHOLD
+    local_peer: Channel | None = None  # the other half of a Local channel pair: when one goes, so does the other
     application: str = ""
     app_data: str = ""
     hangup_scheduled: bool = False

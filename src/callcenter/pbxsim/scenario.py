@@ -14,20 +14,24 @@ Rules:
 The grammar (SECONDS and S are numbers of simulated seconds; CALL is a name you choose, like ``c1``):
 
     name NAME                                   the scenario's name (default: the file name)
-    agent EXT [NAME] [answer-after S | never] [hangup-after S] [originate-answer-after S] [dnd]
+    agent EXT [NAME] [answer-after S | never | busy-after S] [hangup-after S] [originate-answer-after S] [dnd]
+                                                (busy-after S: the phone rings S seconds, then answers 486 Busy)
     group NUMBER EXT EXT ...                    a ring group: all members ring, the first to answer wins
     queue NUMBER EXT EXT ...                    a queue (QueuePause works on its members)
     ring-timeout S                              how long Dial() rings before NOANSWER (default 20)
     end SECONDS                                 keep the scenario running at least until then
 
     at SECONDS inbound CALL from NUMBER [NAME] to EXT|GROUP [ring-timeout S] [hangup-after S] [abandon-after S]
-    at SECONDS outbound CALL from EXT to NUMBER [answer-after S | no-answer | busy] [hangup-after S]
+    at SECONDS outbound CALL from EXT to NUMBER [answer-after S | no-answer | busy | busy-after S] [hangup-after S]
+                                                (busy: 486 at once; busy-after S: rings S seconds, then 486)
     at SECONDS internal CALL from EXT to EXT    (same as outbound; the PBX routes by the number)
     at SECONDS originate CALL EXT to NUMBER [answer-after S | no-answer | busy] [hangup-after S]
                                                 click-to-call: EXT's phone rings first, as with AMI Originate
     at SECONDS answer CALL EXT                  EXT's ringing phone is picked up
     at SECONDS hangup CALL EXT|remote           that party hangs up (``remote``/``caller``: the outside party)
     at SECONDS blind-transfer CALL EXT to NUMBER
+    at SECONDS redirect CALL EXT|remote to NUMBER   AMI Redirect of that party's channel (``remote``: the outside
+                                                party, e.g. the caller) to NUMBER in from-internal; its peer hangs up
     at SECONDS attended-transfer CALL EXT to NUMBER   AMI Atxfer: EXT consults NUMBER, the caller waits on hold
     at SECONDS phone-transfer CALL EXT to NUMBER      the phone's transfer key: the call goes on hold and EXT's
                                                 phone makes a second call (own Linkedid) to NUMBER
@@ -52,8 +56,8 @@ from callcenter.pbxsim.model import Behaviour, Call, Channel, Role
 log = logging.getLogger("callcenter.pbxsim")
 
 FAULTS = ("drop", "garbage", "stall")
-_VERBS = ("inbound", "outbound", "internal", "originate", "answer", "hangup", "blind-transfer", "attended-transfer",
-          "phone-transfer", "complete-transfer", "dnd", "pause", "fault")
+_VERBS = ("inbound", "outbound", "internal", "originate", "answer", "hangup", "blind-transfer", "redirect",
+          "attended-transfer", "phone-transfer", "complete-transfer", "dnd", "pause", "fault")
 _DECLARATIONS = ("name", "agent", "group", "queue", "ring-timeout", "end", "at")
 
 FaultHook = Callable[[str, float | None], None]
@@ -106,7 +110,7 @@ class Scenario:
         for members in [*self.groups.values(), *self.queues.values()]:
             exts.update(members)
         for step in self.steps:
-            if step.ext:
+            if step.ext and step.ext not in self.groups and step.ext not in self.queues:
                 exts.add(step.ext)
         return exts
 
@@ -173,10 +177,13 @@ def _remote_options(line: _Line) -> Behaviour:
             behaviour.answer_after = None
         elif opt == "busy":
             behaviour.busy = True
+        elif opt == "busy-after":
+            behaviour.busy, behaviour.busy_after = True, line.seconds("busy-after")
         elif opt == "hangup-after":
             behaviour.hangup_after = line.seconds("hangup-after")
         else:
-            raise line.error(f"unknown option '{opt}' (expected answer-after S, no-answer, busy or hangup-after S)")
+            raise line.error(f"unknown option '{opt}' (expected answer-after S, no-answer, busy, busy-after S or "
+                             "hangup-after S)")
     return behaviour
 
 
@@ -235,6 +242,17 @@ def _parse_step(line: _Line, at: float) -> Step:
             raise line.error(f"hang up whom? expected an extension or 'remote', found '{party}'")
         line.done()
         return Step(at, verb, n, call=call, ext="" if party == "remote" else party, number=party)
+    if verb == "redirect":
+        call = line.word("a call name")
+        party = line.word("an extension or 'remote'")
+        if party == "caller":
+            party = "remote"
+        if party != "remote" and not party.isdigit():
+            raise line.error(f"redirect whom? expected an extension or 'remote', found '{party}'")
+        line.keyword("to")
+        number = line.number("the number to send it to")
+        line.done()
+        return Step(at, verb, n, call=call, ext="" if party == "remote" else party, number=number)
     if verb in ("blind-transfer", "attended-transfer", "phone-transfer"):
         call = line.word("a call name")
         ext = line.number("the transferring extension")
@@ -285,7 +303,7 @@ def parse_scenario(text: str, *, source: str = "<scenario>", name: str = "") -> 
             line.done()
         elif head == "agent":
             spec = AgentSpec(ext=line.number("the agent's extension"))
-            if line.more() and line.peek() not in ("answer-after", "never", "hangup-after", "dnd",
+            if line.more() and line.peek() not in ("answer-after", "never", "busy-after", "hangup-after", "dnd",
                                                    "originate-answer-after"):
                 spec.name = line.word("the agent's name")
             while line.more():
@@ -294,6 +312,8 @@ def parse_scenario(text: str, *, source: str = "<scenario>", name: str = "") -> 
                     spec.behaviour.answer_after = line.seconds("answer-after")
                 elif opt == "never":
                     spec.behaviour.answer_after = None
+                elif opt == "busy-after":
+                    spec.behaviour.busy, spec.behaviour.busy_after = True, line.seconds("busy-after")
                 elif opt == "hangup-after":
                     spec.behaviour.hangup_after = line.seconds("hangup-after")
                 elif opt == "originate-answer-after":
@@ -301,7 +321,7 @@ def parse_scenario(text: str, *, source: str = "<scenario>", name: str = "") -> 
                 elif opt == "dnd":
                     spec.dnd = True
                 else:
-                    raise line.error(f"unknown agent option '{opt}' (expected answer-after S, never, "
+                    raise line.error(f"unknown agent option '{opt}' (expected answer-after S, never, busy-after S, "
                                      "hangup-after S, originate-answer-after S or dnd)")
             scenario.agents[spec.ext] = spec
         elif head in ("group", "queue"):
@@ -470,6 +490,8 @@ class ScenarioRun:
             core.hangup(self._channel(step))
         elif step.verb == "blind-transfer":
             core.blind_transfer(self._channel(step, ringing=False), step.number)
+        elif step.verb == "redirect":
+            core.redirect(self._channel(step, ringing=False), step.number)
         elif step.verb == "attended-transfer":
             core.attended_transfer(self._channel(step, ringing=False), step.number)
         elif step.verb == "phone-transfer":

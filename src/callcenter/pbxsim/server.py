@@ -538,7 +538,7 @@ class Session:
             replies.append(self._list_item(msg, "Status", [
                 ("Privilege", "Call"),
                 *ch.snapshot(),
-                ("Type", "PJSIP"),
+                ("Type", ch.name.split("/", 1)[0]),  # PJSIP, or Local for a Local channel half
                 ("DNID", ch.exten if ch.role.value == "trunk" else ""),
                 ("EffectiveConnectedLineNum", ch.connected_num or "<unknown>"),
                 ("EffectiveConnectedLineName", ch.connected_name or "<unknown>"),
