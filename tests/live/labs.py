@@ -464,8 +464,49 @@ def _wait_bound(port: int, process: subprocess.Popen[bytes], what: str, log: Cal
 EXTENSIONS = ("100", "101", "102")
 
 
+class _LabAmi:
+    """What both labs offer over their AMI: the tests' own session, raw capture, the live channels, waits."""
+
+    ami_port: int
+    ami_user: str
+    ami_secret: str
+    _ami: Ami | None
+
+    @property
+    def ami(self) -> Ami:
+        """The tests' own AMI session (events off), opened on first use."""
+        if self._ami is None:
+            self._ami = Ami(self.ami_port, user=self.ami_user, secret=self.ami_secret)
+        return self._ami
+
+    def recorder(self, path: Path) -> AmiRecorder:
+        return AmiRecorder(self.ami_port, path, user=self.ami_user, secret=self.ami_secret)
+
+    def channels(self) -> list[Message]:
+        return self.ami.channels()
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Until Asterisk has no channel left (``core show channels``: 0 active channels)."""
+        wait_until(lambda: not self.channels(), "Asterisk to have no channels", timeout=timeout,
+                   interval=0.2, detail=lambda: self.ami.command("core show channels"))
+
+    def wait_channel(self, prefix: str, state: str = "Up", suffix: str = "", timeout: float = 30.0) -> str:
+        """The name of the first channel starting with ``prefix`` (``PJSIP/100-``, ``Local/100@phones-``) and ending
+        with ``suffix``, once it is in ``state`` (Ringing, Up)."""
+
+        def found() -> str:
+            for channel in self.channels():
+                name = channel.get("Channel", "")
+                if name.startswith(prefix) and name.endswith(suffix) and channel.get("ChannelStateDesc") == state:
+                    return name
+            return ""
+
+        return str(wait_until(found, f"a channel {prefix}…{suffix} to be {state}", timeout=timeout, interval=0.1,
+                              detail=lambda: self.ami.command("core show channels")))
+
+
 @dataclass
-class PjsipLab:
+class PjsipLab(_LabAmi):
     """One private Asterisk 22 with chan_pjsip (the lab's run-asterisk.sh), its SIPp phones and callers.
 
     ``start()`` picks free ports and waits for FullyBooted; ``phone(ext, mode, ...)`` (re)starts a phone,
@@ -521,16 +562,6 @@ class PjsipLab:
                 if attempt == attempts:
                     raise
         return self
-
-    @property
-    def ami(self) -> Ami:
-        """The tests' own AMI session (events off), opened on first use."""
-        if self._ami is None:
-            self._ami = Ami(self.ami_port, user=self.ami_user, secret=self.ami_secret)
-        return self._ami
-
-    def recorder(self, path: Path) -> AmiRecorder:
-        return AmiRecorder(self.ami_port, path, user=self.ami_user, secret=self.ami_secret)
 
     # ---- phones and calls ----
 
@@ -594,14 +625,6 @@ class PjsipLab:
 
     # ---- the PBX's own state ----
 
-    def channels(self) -> list[Message]:
-        return self.ami.channels()
-
-    def wait_idle(self, timeout: float = 30.0) -> None:
-        """Until Asterisk has no channel left (``core show channels``: 0 active channels)."""
-        wait_until(lambda: not self.channels(), "Asterisk to have no channels", timeout=timeout,
-                   interval=0.2, detail=lambda: self.ami.command("core show channels"))
-
     def active_channels(self) -> int:
         """The count ``core show channels`` prints (``N active channels``)."""
         match = re.search(r"(\d+) active channels?", self.ami.command("core show channels"))
@@ -628,7 +651,7 @@ class PjsipLab:
 
 
 @dataclass
-class LocalLab:
+class LocalLab(_LabAmi):
     """One private Asterisk 22 without SIP (../shared/asterisk): phones are Local channels whose behaviour is AstDB
     ``lab/<ext>/mode|delay|talk``; an inbound call is an Originate of ``Local/<did>@from-pstn``."""
 
@@ -666,15 +689,6 @@ class LocalLab:
                     raise
         return self
 
-    @property
-    def ami(self) -> Ami:
-        if self._ami is None:
-            self._ami = Ami(self.ami_port, user=self.ami_user, secret=self.ami_secret)
-        return self._ami
-
-    def recorder(self, path: Path) -> AmiRecorder:
-        return AmiRecorder(self.ami_port, path, user=self.ami_user, secret=self.ami_secret)
-
     def phone(self, ext: str, mode: str = "answer", ring: float = 1, talk: float = 3600) -> None:
         for key, value in (("mode", mode), ("delay", f"{ring:g}"), ("talk", f"{talk:g}")):
             self.ami.db_put(f"lab/{ext}", key, value)
@@ -688,13 +702,6 @@ class LocalLab:
             wait_until(lambda: any(channel.get("Channel", "").startswith(f"Local/{did}@from-pstn-")
                                    for channel in self.channels()), f"the call to {did} to start", timeout=30)
         return reply
-
-    def channels(self) -> list[Message]:
-        return self.ami.channels()
-
-    def wait_idle(self, timeout: float = 30.0) -> None:
-        wait_until(lambda: not self.channels(), "Asterisk to have no channels", timeout=timeout,
-                   interval=0.2, detail=lambda: self.ami.command("core show channels"))
 
     def stop(self) -> None:
         if self._ami is not None:

@@ -152,15 +152,7 @@ def alice(crm: LiveCrm) -> Iterator[Callable[[LiveBridge], Screen]]:
 
 def _channel(lab: PjsipLab | LocalLab, prefix: str, state: str = "Up") -> str:
     """The name of the first channel starting with ``prefix`` once it is in ``state``."""
-
-    def found() -> str:
-        for channel in lab.channels():
-            if channel.get("Channel", "").startswith(prefix) and channel.get("ChannelStateDesc") == state:
-                return channel["Channel"]
-        return ""
-
-    return str(wait_until(found, f"a channel {prefix}... in state {state}", timeout=WAIT, interval=0.1,
-                          detail=lambda: lab.ami.command("core show channels")))
+    return lab.wait_channel(prefix, state, timeout=WAIT)
 
 
 def _talk(seconds: float) -> None:

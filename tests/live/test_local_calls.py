@@ -27,16 +27,7 @@ ALICE, BOB = '"Agent 100" <100>', '"Agent 101" <101>'
 def _channel(pbx: LocalLab, prefix: str, state: str, suffix: str = ";1") -> str:
     """The name of the channel starting with ``prefix`` (Local/100@phones-) and ending with ``suffix`` once it is in
     ``state`` (Ringing, Up)."""
-
-    def found() -> str:
-        for channel in pbx.channels():
-            name = channel.get("Channel", "")
-            if name.startswith(prefix) and name.endswith(suffix) and channel.get("ChannelStateDesc") == state:
-                return name
-        return ""
-
-    return str(wait_until(found, f"a channel {prefix}…{suffix} to be {state}", timeout=30, interval=0.1,
-                          detail=lambda: pbx.ami.command("core show channels")))
+    return pbx.wait_channel(prefix, state, suffix)
 
 
 def _talk(seconds: float) -> None:

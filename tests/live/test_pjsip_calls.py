@@ -21,15 +21,7 @@ HELEN = ("00302109876543", "Helen Carter")
 
 def _agent_channel(pbx: PjsipLab, ext: str, state: str = "Up") -> str:
     """The name of agent ``ext``'s channel once it is in ``state`` (PJSIP/100-0000002a)."""
-
-    def found() -> str:
-        for channel in pbx.channels():
-            if channel.get("Channel", "").startswith(f"PJSIP/{ext}-") and channel.get("ChannelStateDesc") == state:
-                return channel["Channel"]
-        return ""
-
-    return str(wait_until(found, f"agent {ext}'s channel to be {state}", timeout=30, interval=0.1,
-                          detail=lambda: pbx.ami.command("core show channels")))
+    return pbx.wait_channel(f"PJSIP/{ext}-", state)
 
 
 def _talk(seconds: float) -> None:
