@@ -464,6 +464,23 @@ def _wait_bound(port: int, process: subprocess.Popen[bytes], what: str, log: Cal
 EXTENSIONS = ("100", "101", "102")
 
 
+def pjsip_transfer_configs(directory: Path, *, digit_timeout: int | None = None) -> Path:
+    """The PJSIP lab's configs (a CONFIG_DIR for ``PjsipLab(config_dir=...)``) with what transfers and click-to-dial
+    need on SIPp phones: ``atxfer => *2`` (AMI Atxfer and the transfer key), no transfer prompt (the lab has no
+    sounds, and the attended-transfer feature would fail to play ``pbx-transfer``), optionally a shorter wait for the
+    transfer digits, and ``send_connected_line=no`` on the phones (SIPp phones cannot answer Asterisk's connected-line
+    re-INVITEs: the phone's scenario aborts and the call gets stuck)."""
+    shutil.copytree(pjsip_package() / "lab", directory)
+    general = "transferannouncesound =\n" + (f"transferdigittimeout = {digit_timeout}\n" if digit_timeout else "")
+    (directory / "features.conf").write_text(f"[general]\n{general}\n[featuremap]\natxfer => *2\n", encoding="utf-8")
+    pjsip = directory / "pjsip.conf"
+    text = pjsip.read_text(encoding="utf-8")
+    template = "[phone-endpoint](!)\ntype=endpoint\n"
+    assert template in text, "the lab's pjsip.conf has no [phone-endpoint] template"
+    pjsip.write_text(text.replace(template, template + "send_connected_line=no\n"), encoding="utf-8")
+    return directory
+
+
 class _LabAmi:
     """What both labs offer over their AMI: the tests' own session, raw capture, the live channels, waits."""
 

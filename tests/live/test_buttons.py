@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -214,22 +213,9 @@ def _call_times(crm: LiveCrm, username: str) -> list[sqlite3.Row]:
 # ---- the PJSIP lab of this module -------------------------------------------------------------------------------
 
 
-def _lab_configs(directory: Path) -> Path:
-    """The PJSIP lab's configs with what these tests need (see the module's docstring)."""
-    shutil.copytree(labs.pjsip_package() / "lab", directory)
-    features = directory / "features.conf"
-    features.write_text("[general]\ntransferannouncesound =\n\n[featuremap]\natxfer => *2\n", encoding="utf-8")
-    pjsip = directory / "pjsip.conf"
-    text = pjsip.read_text(encoding="utf-8")
-    marker = "[phone-endpoint](!)\ntype=endpoint\n"
-    assert marker in text, "the lab's pjsip.conf has no [phone-endpoint] template"
-    pjsip.write_text(text.replace(marker, marker + "send_connected_line=no\n"), encoding="utf-8")
-    return directory
-
-
 @pytest.fixture(scope="module")
 def buttons_lab(_labs_here: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PjsipLab]:
-    configs = _lab_configs(tmp_path_factory.mktemp("buttons-lab-configs") / "configs")
+    configs = labs.pjsip_transfer_configs(tmp_path_factory.mktemp("buttons-lab-configs") / "configs")
     lab = PjsipLab(tmp_path_factory.mktemp("buttons-lab"), config_dir=configs).start()
     lab.ami.db_put("lab", "timeout", str(RING_TIMEOUT_S))
     try:

@@ -55,7 +55,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import math
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -244,23 +243,10 @@ def same_story(lab: Story, sim: Story) -> bool:
 # ---- the lab --------------------------------------------------------------------------------------------------
 
 
-def _lab_configs(directory: Path) -> Path:
-    """The PJSIP lab's configs with what these flows need (see the module's docstring)."""
-    shutil.copytree(labs.pjsip_package() / "lab", directory)
-    (directory / "features.conf").write_text(
-        "[general]\ntransferannouncesound =\ntransferdigittimeout = 1\n\n[featuremap]\natxfer => *2\n",
-        encoding="utf-8")
-    pjsip = directory / "pjsip.conf"
-    text = pjsip.read_text(encoding="utf-8")
-    marker = "[phone-endpoint](!)\ntype=endpoint\n"
-    assert marker in text, "the lab's pjsip.conf has no [phone-endpoint] template"
-    pjsip.write_text(text.replace(marker, marker + "send_connected_line=no\n"), encoding="utf-8")
-    return directory
-
-
 @pytest.fixture(scope="module")
 def parity_lab(_labs_here: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PjsipLab]:
-    configs = _lab_configs(tmp_path_factory.mktemp("parity-lab-configs") / "configs")
+    configs = labs.pjsip_transfer_configs(tmp_path_factory.mktemp("parity-lab-configs") / "configs",
+                                         digit_timeout=1)
     lab = PjsipLab(tmp_path_factory.mktemp("parity-lab"), config_dir=configs).start()
     lab.ami.db_put("lab", "timeout", str(RING_S))
     try:
