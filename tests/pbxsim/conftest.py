@@ -10,12 +10,17 @@ from callcenter.pbxsim import SimulatedPBX
 from tests.pbxsim.amiclient import SECRET, AMIClient
 
 SPEED = 100.0  # a 10 s call takes 0.1 s
+# Phones ring for an hour of simulated time (36 s here) before Dial() gives up, not the PBX's 20 s (0.2 s here): a
+# test that waits for a phone to ring and then answers it must not lose the call to a busy machine's slowness. The
+# tests of the no-answer timeout set their own.
+RING_TIMEOUT = 3600.0
 
 
 @pytest.fixture
 async def pbx() -> AsyncIterator[SimulatedPBX]:
     async with SimulatedPBX(users={"crm": SECRET}, agents={"100": "Alice", "101": "Bob", "102": "Carol",
-                                                          "103": "Dave"}, speed=SPEED) as sim:
+                                                          "103": "Dave"}, speed=SPEED,
+                            ring_timeout=RING_TIMEOUT) as sim:
         yield sim
         assert sim.errors == [], "the simulator itself failed"
 
