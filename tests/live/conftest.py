@@ -24,7 +24,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -96,19 +96,24 @@ def crm_template(_labs_here: None, tmp_path_factory: pytest.TempPathFactory) -> 
     return build_template(tmp_path_factory.mktemp("live-crm-template"))
 
 
-def _start_pjsip(logdir: Path) -> labs.PjsipLab:
-    lab = labs.PjsipLab(logdir).start()
-    lab.ami.db_put("lab", "timeout", str(RING_TIMEOUT_S))
-    return lab
+_Lab = TypeVar("_Lab", labs.PjsipLab, labs.LocalLab)
+
+
+@contextlib.contextmanager
+def running_lab(lab: _Lab, ring_timeout: float = RING_TIMEOUT_S) -> Iterator[_Lab]:
+    """``lab`` started, its unanswered phones ringing ``ring_timeout`` s (AstDB lab/timeout), stopped afterwards."""
+    lab.start()
+    try:
+        lab.ami.db_put("lab", "timeout", f"{ring_timeout:g}")
+        yield lab
+    finally:
+        lab.stop()
 
 
 @pytest.fixture(scope="module")
 def pjsip_lab(_labs_here: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[labs.PjsipLab]:
-    lab = _start_pjsip(tmp_path_factory.mktemp("pjsip-lab"))
-    try:
+    with running_lab(labs.PjsipLab(tmp_path_factory.mktemp("pjsip-lab"))) as lab:
         yield lab
-    finally:
-        lab.stop()
 
 
 def _test_name(request: pytest.FixtureRequest) -> str:
@@ -151,22 +156,14 @@ def pbx(pjsip_lab: labs.PjsipLab, request: pytest.FixtureRequest, tmp_path: Path
 
 @pytest.fixture
 def fresh_pbx(_labs_here: None, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[labs.PjsipLab]:
-    lab = _start_pjsip(tmp_path / "pjsip-lab")
-    try:
-        with _one_test(lab, request, tmp_path):
-            yield lab
-    finally:
-        lab.stop()
+    with running_lab(labs.PjsipLab(tmp_path / "pjsip-lab")) as lab, _one_test(lab, request, tmp_path):
+        yield lab
 
 
 @pytest.fixture(scope="module")
 def local_lab(_labs_here: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[labs.LocalLab]:
-    lab = labs.LocalLab(tmp_path_factory.mktemp("local-lab")).start()
-    lab.ami.db_put("lab", "timeout", str(RING_TIMEOUT_S))
-    try:
+    with running_lab(labs.LocalLab(tmp_path_factory.mktemp("local-lab"))) as lab:
         yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ import httpx
 import pytest
 
 from . import labs
-from .conftest import RING_TIMEOUT_S, _one_test
+from .conftest import RING_TIMEOUT_S, _one_test, running_lab
 from .labs import LocalLab, Message, PjsipLab, wait_until
 from .stack import WAIT, LiveBridge, LiveCrm, settle
 
@@ -216,12 +216,8 @@ def _call_times(crm: LiveCrm, username: str) -> list[sqlite3.Row]:
 @pytest.fixture(scope="module")
 def buttons_lab(_labs_here: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PjsipLab]:
     configs = labs.pjsip_transfer_configs(tmp_path_factory.mktemp("buttons-lab-configs") / "configs")
-    lab = PjsipLab(tmp_path_factory.mktemp("buttons-lab"), config_dir=configs).start()
-    lab.ami.db_put("lab", "timeout", str(RING_TIMEOUT_S))
-    try:
+    with running_lab(PjsipLab(tmp_path_factory.mktemp("buttons-lab"), config_dir=configs)) as lab:
         yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture

@@ -71,7 +71,7 @@ from callcenter.pbxsim import SimulatedPBX, parse_scenario
 from tests.pbxsim.amiclient import SECRET, AMIClient
 
 from . import labs
-from .conftest import _one_test
+from .conftest import _one_test, running_lab
 from .labs import AmiRecorder, PjsipLab, wait_until
 
 TOLERANCE_S = 0.5
@@ -247,12 +247,8 @@ def same_story(lab: Story, sim: Story) -> bool:
 def parity_lab(_labs_here: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PjsipLab]:
     configs = labs.pjsip_transfer_configs(tmp_path_factory.mktemp("parity-lab-configs") / "configs",
                                          digit_timeout=1)
-    lab = PjsipLab(tmp_path_factory.mktemp("parity-lab"), config_dir=configs).start()
-    lab.ami.db_put("lab", "timeout", str(RING_S))
-    try:
+    with running_lab(PjsipLab(tmp_path_factory.mktemp("parity-lab"), config_dir=configs), RING_S) as lab:
         yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture
