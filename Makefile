@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 LOCK := requirements/dev.lock
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-sqlite test-postgres lint bench fuzz lock messages clean help
+.PHONY: demo test test-sqlite test-postgres lint bench proof fuzz lock messages clean help
 
 help:
 	@echo "make demo    - set up and run the product on SQLite: CRM, bridge and a simulated PBX ringing the agents"
 	@echo "make test    - set up and run the whole test suite (SQLite, then PostgreSQL)"
 	@echo "make lint    - ruff, mypy and import-linter"
 	@echo "make bench   - run the benchmarks in bench/"
+	@echo "make proof   - run the proof suite in proof/ (real processes; ARGS=\"--quick\" or ARGS=\"--only NAME\")"
 	@echo "make lock    - re-resolve requirements/dev.lock from pyproject.toml"
 
 $(STAMP): $(LOCK) pyproject.toml
@@ -44,6 +45,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m scripts.run_benches
+
+proof: $(STAMP) messages
+	$(BIN)/python -m scripts.run_proof $(ARGS)
 
 fuzz: $(STAMP)
 	$(BIN)/python -m pip install --quiet atheris
