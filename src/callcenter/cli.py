@@ -37,12 +37,26 @@ def _usage() -> str:
     return (__doc__ or "").strip() + "\n"
 
 
-def _django_main(argv: Sequence[str]) -> int:
+def _django_main(argv: Sequence[str], typed: str | None = None) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.crm.settings")
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
+    # The settings are read first, so that a wrong variable is one line naming it (exit 2) for every command and
+    # for --help, instead of a traceback from wherever Django happens to read them.
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - loads callcenter.crm.settings
+    except ImproperlyConfigured as exc:
+        command = typed or (argv[0] if argv and not argv[0].startswith("-") else "")
+        sys.stderr.write(f"callcenter{' ' + command if command else ''}: {_one_line(str(exc))}\n")
+        return 2
     execute_from_command_line(["callcenter", *argv])
     return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,11 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         directory = apply_replay_environment()
         try:
-            return _django_main(["replay", *rest])
+            return _django_main(["replay", *rest], command)
         finally:
             discard_replay_environment(directory)
     if command in _CRM_ALIASES:
-        return _django_main([_CRM_ALIASES[command], *rest])
+        return _django_main([_CRM_ALIASES[command], *rest], command)
     return _django_main(args)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -57,13 +58,64 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def database_from_url(url: str, base_dir: Path) -> dict[str, object]:
-    """sqlite:///relative/or/absolute/path.sqlite3 or postgres://user:pass@host:port/name."""
-    parts = urlsplit(url)
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (compared without case); the default when unset or empty."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip()
+    for choice in choices:
+        if value.lower() == choice.lower():
+            return choice
+    raise ImproperlyConfigured(f"{name}={raw!r} is not one of {', '.join(choices)}; use one of them")
+
+
+def env_time_zone(name: str, default: str) -> str:
+    """An IANA time zone name (Europe/Athens); Django would only fail on it later, with a traceback."""
+    raw = env_str(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip()
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a time zone; use an IANA name such as Europe/Athens or UTC"
+        ) from exc
+    return value
+
+
+def env_url(name: str, schemes: tuple[str, ...], example: str) -> str | None:
+    """A URL with one of ``schemes``, or None when unset or empty."""
+    raw = env_str(name)
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip()
+    try:
+        scheme = urlsplit(value).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in schemes:
+        shown = raw if "@" not in raw else "(a URL)"  # a URL may carry a password
+        raise ImproperlyConfigured(f"{name}={shown!r} is not a {' or '.join(schemes)} URL; use e.g. {example}")
+    return value
+
+
+def database_from_url(url: str, base_dir: Path, name: str = "CALLCENTER_DATABASE_URL") -> dict[str, object]:
+    """sqlite:///relative/or/absolute/path.sqlite3 or postgres://user:pass@host:port/name (``name``: the variable it
+    came from, named in the errors)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port if parts.scheme in ("postgres", "postgresql") else None
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"{name} is not a valid URL ({exc}); use sqlite:///var/callcenter.sqlite3 or "
+            "postgres://user:pass@host:5432/name"
+        ) from None
     if parts.scheme == "sqlite":
         raw_path = unquote(parts.path)
         if raw_path in ("", "/"):
-            raise ImproperlyConfigured(f"DATABASE_URL {url!r} names no file; use sqlite:///var/callcenter.sqlite3")
+            raise ImproperlyConfigured(f"{name} {url!r} names no file; use sqlite:///var/callcenter.sqlite3")
         # As dj-database-url: three slashes and a relative path, four slashes and an absolute one.
         path = Path(raw_path[1:]) if raw_path.startswith("/") else Path(raw_path)
         if not path.is_absolute():
@@ -80,7 +132,7 @@ def database_from_url(url: str, base_dir: Path) -> dict[str, object]:
     if parts.scheme in ("postgres", "postgresql"):
         name = unquote(parts.path.lstrip("/"))
         if not name:
-            raise ImproperlyConfigured("DATABASE_URL names no database; use postgres://user@host:5432/callcenter")
+            raise ImproperlyConfigured(f"{name} names no database; use postgres://user@host:5432/callcenter")
         options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         return {
             "ENGINE": "django.db.backends.postgresql",
@@ -88,10 +140,10 @@ def database_from_url(url: str, base_dir: Path) -> dict[str, object]:
             "USER": unquote(parts.username or ""),
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
-            "PORT": str(parts.port or ""),
+            "PORT": str(port or ""),
             "CONN_MAX_AGE": 60,
             "OPTIONS": options,
         }
     raise ImproperlyConfigured(
-        f"DATABASE_URL scheme {parts.scheme!r} is not supported; use sqlite:///path or postgres://user@host/name"
+        f"{name} scheme {parts.scheme!r} is not supported; use sqlite:///path or postgres://user@host/name"
     )

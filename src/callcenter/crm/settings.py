@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import phonenumbers
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from callcenter.crm.env import database_from_url, env_bool, env_list, env_str
+from callcenter.crm.env import (
+    database_from_url,
+    env_bool,
+    env_choice,
+    env_list,
+    env_str,
+    env_time_zone,
+    env_url,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 BASE_DIR = Path(env_str("CALLCENTER_HOME") or Path.cwd())
@@ -96,7 +104,7 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("el", _("Greek"))]
 LOCALE_PATHS = [PACKAGE_DIR / "locale"]
-TIME_ZONE = env_str("CALLCENTER_TIME_ZONE") or "Europe/Athens"
+TIME_ZONE = env_time_zone("CALLCENTER_TIME_ZONE", "Europe/Athens")
 USE_I18N = True
 USE_TZ = True
 
@@ -120,7 +128,7 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
-_redis = env_str("CALLCENTER_REDIS_URL")
+_redis = env_url("CALLCENTER_REDIS_URL", ("redis", "rediss", "unix"), "redis://127.0.0.1:6379/0")
 if _redis:
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [_redis]}}
@@ -129,14 +137,21 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Default region for displaying and parsing numbers that carry no country code.
-CALLCENTER_PHONE_REGION = env_str("CALLCENTER_PHONE_REGION") or "GR"
+CALLCENTER_PHONE_REGION = (env_str("CALLCENTER_PHONE_REGION") or "GR").strip().upper()
+if CALLCENTER_PHONE_REGION not in phonenumbers.SUPPORTED_REGIONS:
+    raise ImproperlyConfigured(
+        f"CALLCENTER_PHONE_REGION={CALLCENTER_PHONE_REGION!r} is not a region code; use two letters such as GR or CY"
+    )
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("CALLCENTER_LOG_LEVEL", "INFO")},
+    "root": {
+        "handlers": ["console"],
+        "level": env_choice("CALLCENTER_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    },
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
