@@ -9,10 +9,28 @@ import pytest
 from callcenter.bridge import autostart
 
 COMMAND = ["/opt/callcenter/.venv/bin/callcenter"]
+NO_BUS = "Failed to connect to bus: No medium found"
+
+
+def fake_systemctl(tmp_path: Path, *, fails: bool = False) -> dict[str, str]:
+    """A `systemctl` on PATH that records its arguments (one line per call) and fails like a login without a user
+    session when asked to; the environment to run it with. Real systemd user sessions are not available in CI."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "systemctl"
+    failing = f'echo "{NO_BUS}" >&2; exit 1' if fails else "exit 0"
+    script.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path / "systemctl.log"}"\n{failing}\n')
+    script.chmod(0o755)
+    return {"PATH": str(bin_dir), "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path)}
+
+
+def systemctl_calls(tmp_path: Path) -> list[str]:
+    log = tmp_path / "systemctl.log"
+    return log.read_text().splitlines() if log.exists() else []
 
 
 def test_the_linux_unit_runs_this_callcenter_with_the_settings_file(tmp_path: Path) -> None:
-    env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path)}
+    env = fake_systemctl(tmp_path)
     config = tmp_path / "my settings" / "bridge.toml"
 
     result = autostart.enable(config, platform="linux", env=env, command=COMMAND)
@@ -26,10 +44,42 @@ def test_the_linux_unit_runs_this_callcenter_with_the_settings_file(tmp_path: Pa
     for line in ("[Service]", "Type=simple", "Restart=on-failure", "RestartPreventExitStatus=2",
                  "[Install]", "WantedBy=default.target"):
         assert line + "\n" in text
-    assert "systemctl --user daemon-reload && systemctl --user enable --now callcenter-bridge.service" in result.hint
+    assert result.enabled and "enabled it" in result.hint
+    assert "systemctl --user start callcenter-bridge.service" in result.hint
     assert autostart.is_enabled(platform="linux", env=env)
     # the same again changes nothing
     assert not autostart.enable(config, platform="linux", env=env, command=COMMAND).changed
+
+
+def test_on_enables_the_unit_with_systemctl(tmp_path: Path) -> None:
+    env = fake_systemctl(tmp_path)
+    result = autostart.enable(tmp_path / "bridge.toml", platform="linux", env=env, command=COMMAND)
+    assert result.enabled
+    assert systemctl_calls(tmp_path) == ["--user daemon-reload", "--user enable callcenter-bridge.service"]
+
+
+def test_without_a_user_session_manager_it_says_in_one_line_what_to_do(tmp_path: Path) -> None:
+    env = fake_systemctl(tmp_path, fails=True)
+    result = autostart.enable(tmp_path / "bridge.toml", platform="linux", env=env, command=COMMAND)
+    assert not result.enabled and result.path.exists()
+    assert "\n" not in result.hint
+    assert NO_BUS in result.hint and "loginctl enable-linger" in result.hint
+    assert "desktop's autostart" in result.hint and "bridge run --config" in result.hint
+
+
+def test_without_systemctl_it_says_in_one_line_what_to_do(tmp_path: Path) -> None:
+    env = {"PATH": str(tmp_path / "empty"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    result = autostart.enable(tmp_path / "bridge.toml", platform="linux", env=env, command=COMMAND)
+    assert not result.enabled and result.path.exists()
+    assert "\n" not in result.hint and "systemctl is not installed" in result.hint
+    assert "desktop's autostart" in result.hint
+
+
+def test_off_disables_the_unit_with_systemctl(tmp_path: Path) -> None:
+    env = fake_systemctl(tmp_path)
+    autostart.enable(tmp_path / "bridge.toml", platform="linux", env=env, command=COMMAND)
+    autostart.disable(platform="linux", env=env)
+    assert systemctl_calls(tmp_path)[2:] == ["--user disable callcenter-bridge.service", "--user daemon-reload"]
 
 
 def test_a_relative_settings_path_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

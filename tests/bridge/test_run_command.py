@@ -172,17 +172,37 @@ def test_autostart_on_and_off_write_and_remove_the_user_unit(
 ) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(sys, "platform", "linux")
+    bin_dir = tmp_path / "bin"  # a systemctl that records its arguments: no systemd user session in CI
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path / "systemctl.log"}"\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
     config = write_config()
     unit = tmp_path / "xdg" / "systemd" / "user" / "callcenter-bridge.service"
 
     assert cli.main(["autostart", "on", "--config", str(config)]) == 0
     assert f'"bridge" "run" "--config" "{config}"' in unit.read_text()
-    assert "systemctl --user daemon-reload && systemctl --user enable --now callcenter-bridge.service" in (
-        capsys.readouterr().out
-    )
+    assert "enabled it" in capsys.readouterr().out
+    assert "--user enable callcenter-bridge.service" in (tmp_path / "systemctl.log").read_text()
     assert cli.main(["autostart", "off"]) == 0
     assert not unit.exists()
     assert f"removed {unit}" in capsys.readouterr().out
+
+
+def test_autostart_without_a_user_session_says_what_to_do_in_one_line(
+    write_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(sys, "platform", "linux")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text('#!/bin/sh\necho "Failed to connect to bus: No medium found" >&2\nexit 1\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert cli.main(["autostart", "on", "--config", str(write_config())]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "loginctl enable-linger" in err and "No medium found" in err
 
 
 def test_autostart_refuses_settings_that_cannot_start(

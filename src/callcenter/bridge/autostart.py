@@ -1,8 +1,11 @@
 """Run at startup (S-5.11): start ``callcenter bridge run --config FILE`` when the user logs on.
 
 - Linux: a systemd *user* unit ``callcenter-bridge.service`` in ``$XDG_CONFIG_HOME/systemd/user`` (default
-  ``~/.config``), restarted on failure, but not after exit status 2 (bad settings: a restart cannot help). No
-  administrator rights are needed. We never run ``systemctl`` ourselves; the hint printed says what to run.
+  ``~/.config``), restarted on failure, but not after exit status 2 (bad settings: a restart cannot help), then
+  ``systemctl --user daemon-reload`` and ``systemctl --user enable`` (the ``systemctl`` found on the PATH of ``env``).
+  No administrator rights are needed. Without systemctl, or without a user session manager (``systemctl --user``
+  fails: no D-Bus user session, e.g. over su or in a container), the unit is written but not enabled, and the result
+  says in one line what to do instead (``enabled`` is False).
 - Windows: ``callcenter-bridge.cmd`` in the user's Startup folder (``%APPDATA%\\Microsoft\\Windows\\Start Menu\\
   Programs\\Startup``), which starts the bridge minimised at log-on.
 - The command is the absolute path of the ``callcenter`` executable running now (the one beside this Python),
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from typing import Final
 
 UNIT_NAME: Final = "callcenter-bridge.service"
 STARTUP_NAME: Final = "callcenter-bridge.cmd"
+SYSTEMCTL_SECONDS: Final = 20.0
 
 
 class AutostartError(Exception):
@@ -32,6 +37,7 @@ class AutostartResult:
     path: Path
     changed: bool
     hint: str
+    enabled: bool = True  # False: written, but nothing will start it (the hint says what to do)
 
 
 def callcenter_command() -> list[str]:
@@ -128,10 +134,15 @@ def enable(
     if platform.startswith("linux"):
         path = unit_path(env)
         changed = _write(path, unit_text(command, _absolute(config)))
+        run = " ".join([*command, "bridge", "run", "--config", str(_absolute(config))])
+        problem = _systemctl(env, "daemon-reload") or _systemctl(env, "enable", UNIT_NAME)
+        if problem:
+            return AutostartResult(path, changed, f"wrote {path}, but {problem}; or start `{run}` from your "
+                                   "desktop's autostart programs", enabled=False)
         hint = (
-            f"wrote {path}; activate it now with:\n"
-            f"  systemctl --user daemon-reload && systemctl --user enable --now {UNIT_NAME}\n"
-            "(to keep it running while you are logged out: loginctl enable-linger $USER)"
+            f"wrote {path} and enabled it: the bridge starts when you log on; start it now with "
+            f"`systemctl --user start {UNIT_NAME}` (to keep it running while you are logged out: "
+            "`loginctl enable-linger $USER`)"
         )
         return AutostartResult(path, changed, hint)
     if platform == "win32":
@@ -144,6 +155,31 @@ def enable(
     )
 
 
+def _systemctl(env: Mapping[str, str], *args: str) -> str:
+    """Run ``systemctl --user ARGS``; '' when it worked, else what went wrong and what to do (for the hint)."""
+    typed = " ".join(["systemctl", "--user", *args])
+    found = shutil.which("systemctl", path=env["PATH"]) if env.get("PATH") else None
+    if found is None:
+        return f"systemctl is not installed here, so `{typed}` cannot enable it (no systemd)"
+    try:
+        done = subprocess.run(  # noqa: S603 - a fixed command, no shell
+            [found, "--user", *args], env=dict(env), capture_output=True, text=True, timeout=SYSTEMCTL_SECONDS,
+            stdin=subprocess.DEVNULL, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reason = "it did not answer" if isinstance(exc, subprocess.TimeoutExpired) else str(exc)
+        return f"`{typed}` failed ({reason})"
+    if done.returncode == 0:
+        return ""
+    said = next((line.strip() for line in (done.stderr or "").splitlines() if line.strip()), "")
+    reason = said[:200] or f"exit status {done.returncode}"
+    return (
+        f"`{typed}` failed ({reason}): this login has no systemd user session; log in as this user on the desktop "
+        "or over SSH (`loginctl enable-linger $USER` keeps it running after you log out) and run "
+        "`callcenter bridge autostart on` again"
+    )
+
+
 def disable(
     *, platform: str = sys.platform, env: Mapping[str, str] = os.environ
 ) -> AutostartResult:
@@ -151,11 +187,15 @@ def disable(
     if platform.startswith("linux"):
         path = unit_path(env)
         existed = path.exists()
+        if existed:
+            _systemctl(env, "disable", UNIT_NAME)  # best effort: the link is removed below anyway
         path.unlink(missing_ok=True)
         # `systemctl enable` links the unit from default.target.wants; a dangling link would stay behind.
         wants = path.parent / "default.target.wants" / UNIT_NAME
         if wants.is_symlink() or wants.exists():
             wants.unlink()
+        if existed:
+            _systemctl(env, "daemon-reload")
         hint = (
             f"removed {path}; if it is running, stop it with:\n"
             f"  systemctl --user stop {UNIT_NAME} && systemctl --user daemon-reload"

@@ -155,5 +155,8 @@ def _autostart(args: argparse.Namespace) -> int:
     except (autostart.AutostartError, OSError) as exc:
         print(f"callcenter bridge autostart: {exc}", file=sys.stderr)
         return 2
+    if not result.enabled:
+        print(f"callcenter bridge autostart: {result.hint}", file=sys.stderr)
+        return 1
     print(result.hint)
     return 0
