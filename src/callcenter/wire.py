@@ -20,9 +20,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-from typing import Annotated, Final, Literal, TypeVar
+import math
+import re
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
+import msgspec.inspect
 
 SCHEMA_VERSION: Final = 1
 
@@ -226,11 +229,23 @@ class EventBatch(msgspec.Struct, frozen=True, kw_only=True):
     v: int = SCHEMA_VERSION
 
 
+class RefusedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One event of a batch that the CRM refused on its own: ``index`` is its position in the batch (from 0),
+    ``event_id`` its id when the CRM could read one (else ""), ``reason`` says what is wrong with it."""
+
+    index: int
+    event_id: str = ""
+    reason: str = ""
+
+
 class BatchReceipt(msgspec.Struct, frozen=True, kw_only=True):
-    """The CRM's confirmation: every event id of the batch is stored (``accepted``) or was already (``duplicates``)."""
+    """The CRM's answer to a batch, per event: each one is stored (``accepted``), was already (``duplicates``) or is
+    refused on its own with a reason (``refused``), so accepted + duplicates + len(refused) == the batch's size.
+    A CRM older than ``refused`` never sends it (an empty list)."""
 
     accepted: int
     duplicates: int
+    refused: list[RefusedEvent] = msgspec.field(default_factory=list)
     v: int = SCHEMA_VERSION
 
 
@@ -264,6 +279,10 @@ def _decode(decoder: msgspec.json.Decoder[_T], data: bytes | str, what: str) -> 
         raise WireError(f"invalid {what}: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise WireError(f"{what} is not valid JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise WireError(
+            f"{what} is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8"
+        ) from None
     version = getattr(message, "v", SCHEMA_VERSION)
     if version > SCHEMA_VERSION:
         raise WireError(
@@ -290,6 +309,120 @@ def decode_result(data: bytes | str) -> CommandResult:
 
 def decode_receipt(data: bytes | str) -> BatchReceipt:
     return _decode(_receipt_decoder, data, "batch receipt")
+
+
+# ---- checking and bounding events ------------------------------------------------------------------------------
+#
+# msgspec checks the Meta bounds above only when it *decodes*; a Struct built in Python (a translator) is not checked.
+# Both sides therefore check events at the edge: the bridge before an event enters its outbox (check_event, then
+# bounded() to repair what a translator got wrong), the CRM for every event it receives (check_event).
+
+EARLIEST_TIME: Final = 946_684_800.0  # 2000-01-01T00:00:00Z: no PBX event of this product is older
+MAX_AHEAD: Final = 86_400.0  # an event time more than a day ahead of the receiver's clock is a broken clock
+_TIME_FIELDS: Final = ("occurred_at", "gone_at")
+
+
+def time_problem(seconds: float, now: float, what: str = "occurred_at") -> str:
+    """Why ``seconds`` is not a sane event time for a receiver whose clock says ``now``; "" when it is."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return f"{what} is not a number of seconds"
+    if not math.isfinite(seconds):
+        return f"{what} is {seconds!r}, not a finite number of seconds since 1970"
+    if seconds < EARLIEST_TIME:
+        return f"{what} {seconds!r} is before 2000-01-01; check the PBX's clock"
+    if seconds > now + MAX_AHEAD:
+        return (
+            f"{what} {seconds!r} is {(seconds - now) / 3600:.0f} h ahead of this clock (more than "
+            f"{MAX_AHEAD / 3600:.0f} h); check the PBX's and this machine's clocks (NTP)"
+        )
+    return ""
+
+
+def check_event(event: Event, now: float, encoded: bytes | None = None) -> None:
+    """Raise WireError saying what is wrong with ``event`` beyond its schema: a time out of range (time_problem) or a
+    NUL character in a text (no database stores one). ``encoded`` is wire.encode(event), when the caller has it."""
+    for name in _TIME_FIELDS:
+        value = getattr(event, name, None)
+        if value is not None:
+            problem = time_problem(value, now, name)
+            if problem:
+                raise WireError(problem)
+    if b"\\u0000" in (encoded if encoded is not None else encode(event)):
+        raise WireError("a text field contains a NUL character (\\u0000); remove it")
+
+
+def checked_event(encoded: bytes, now: float) -> Event:
+    """The event in ``encoded`` if it passes the schema (all bounds) and check_event; raises WireError otherwise."""
+    event = decode_event(encoded)
+    check_event(event, now, encoded)
+    return event
+
+
+def _bound(value: Any, info: msgspec.inspect.Type, now: float, name: str) -> Any:
+    if isinstance(info, msgspec.inspect.StrType) and isinstance(value, str):
+        value = value.replace("\x00", "")
+        if info.max_length is not None and len(value) > info.max_length:
+            value = value[: info.max_length]
+        if info.min_length and len(value) < info.min_length:
+            value = value.ljust(info.min_length, "?")
+        return value
+    if isinstance(info, msgspec.inspect.FloatType) and name in _TIME_FIELDS:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not time_problem(value, now, name):
+            return value
+        return now
+    if isinstance(info, msgspec.inspect.VarTupleType) and isinstance(value, tuple):
+        if info.max_length is not None:
+            value = value[: info.max_length]
+        return tuple(_bound(item, info.item_type, now, "") for item in value)
+    if isinstance(info, msgspec.inspect.StructType) and isinstance(value, msgspec.Struct):
+        changes = {}
+        for field in info.fields:
+            old = getattr(value, field.name)
+            new = _bound(old, field.type, now, field.name)
+            if new is not old:
+                changes[field.name] = new
+        return msgspec.structs.replace(value, **changes) if changes else value
+    return value
+
+
+def bounded(event: Event, now: float) -> Event:
+    """``event`` with every text cut to its bound (NUL characters removed) and every time out of range replaced by
+    ``now``: what a bridge keeps of an event its translator built wrong, rather than losing the call."""
+    result: Event = _bound(event, msgspec.inspect.type_info(type(event)), now, "")
+    return result
+
+
+class RawBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """An EventBatch whose events are still undecoded, so that each one can be judged on its own."""
+
+    bridge_id: _Id
+    events: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=5000)]
+    v: int = SCHEMA_VERSION
+
+
+class _EventId(msgspec.Struct, kw_only=True):
+    event_id: str = ""
+
+
+_raw_batch_decoder = msgspec.json.Decoder(RawBatch)
+_event_id_decoder = msgspec.json.Decoder(_EventId)
+
+
+def decode_raw_batch(data: bytes) -> RawBatch:
+    """The batch's envelope, its events undecoded. The whole body must be UTF-8 (a Raw event is not checked)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WireError(f"event batch is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8") from None
+    return _decode(_raw_batch_decoder, data, "event batch")
+
+
+def event_id_of(raw: bytes | msgspec.Raw) -> str:
+    """The ``event_id`` of an event that may be invalid otherwise; "" when it has none that can be read."""
+    try:
+        return _event_id_decoder.decode(raw).event_id[:200]
+    except (msgspec.MsgspecError, UnicodeDecodeError):
+        return ""
 
 
 def json_schema() -> dict[str, object]:
@@ -322,20 +455,40 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={digest}"
 
 
+_MAX_SIGNATURE_HEADER: Final = 200  # "t=" + 10 digits + ",v1=" + 64 hex digits is 80; room for spaces
+_HEX64: Final = re.compile(r"[0-9a-fA-F]{64}")
+_MALFORMED: Final = f"malformed {SIGNATURE_HEADER} header; expected t=<seconds>,v1=<64 hex digits>"
+
+
 def verify(secret: str, header: str | None, body: bytes, now: float, tolerance: int = SIGNATURE_TOLERANCE) -> None:
+    """Raise AuthError unless ``header`` signs ``body`` with ``secret`` at a time within ``tolerance`` of ``now``.
+    Every part of the header is bounded before it is used: no value of it raises anything but AuthError."""
     if not header:
         raise AuthError(f"missing {SIGNATURE_HEADER} header")
-    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    try:
-        timestamp = int(fields["t"])
-        given = fields["v1"]
-    except (KeyError, ValueError) as exc:
-        raise AuthError(f"malformed {SIGNATURE_HEADER} header; expected t=<seconds>,v1=<hex>") from exc
-    if abs(now - timestamp) > tolerance:
+    if len(header) > _MAX_SIGNATURE_HEADER:
+        raise AuthError(f"{_MALFORMED} (it has {len(header)} characters, at most {_MAX_SIGNATURE_HEADER})")
+    fields: dict[str, str] = {}
+    for part in header.split(","):
+        name, equals, value = part.partition("=")
+        name = name.strip()
+        if not equals:
+            raise AuthError(_MALFORMED)
+        if name in fields:
+            raise AuthError(f"{_MALFORMED} ({name[:10]!r} appears twice)")
+        fields[name] = value.strip()
+    stamp, given = fields.get("t"), fields.get("v1")
+    if stamp is None or given is None:
+        raise AuthError(_MALFORMED)
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+        raise AuthError(f"{_MALFORMED} (t must be whole seconds since 1970, got {stamp[:20]!r})")
+    if not _HEX64.fullmatch(given):
+        raise AuthError(f"{_MALFORMED} (v1 must be 64 hex digits)")
+    timestamp = int(stamp)
+    if not math.isfinite(now) or abs(now - timestamp) > tolerance:
         raise AuthError(
             f"signature timestamp is {int(now - timestamp)} s away from this clock (more than {tolerance} s); "
             "check both clocks (NTP)"
         )
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected.encode(), given.encode()):
+    if not hmac.compare_digest(expected.encode(), given.lower().encode()):
         raise AuthError("signature does not match; check that both sides have the same bridge secret")

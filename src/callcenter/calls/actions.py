@@ -48,7 +48,7 @@ import gc
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
 from django.contrib.auth.models import User
@@ -71,8 +71,17 @@ from callcenter.resources.models import CallCenterSettings, Resource
 log = logging.getLogger(__name__)
 
 
+_EARLIEST: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LATEST: Final = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+
 def _when(seconds: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+    """The moment ``seconds`` after 1970 (UTC); never raises: a time no datetime can hold (the endpoint refuses such
+    times, wire.time_problem; a replay or a test may not) becomes the nearest one that can."""
+    try:
+        return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return _LATEST if seconds > 0 else _EARLIEST  # NaN compares false: the earliest
 
 
 # ---- receiving events from a bridge ------------------------------------------------------------------------------
@@ -82,10 +91,17 @@ def _when(seconds: float) -> dt.datetime:
 class Receipt:
     accepted: int = 0
     duplicates: int = 0
-    failed: int = 0
+    failed: int = 0  # applied with an error, kept in ProcessedEvent for an administrator: acknowledged as accepted
+    refused: dict[str, str] = field(default_factory=dict)  # event id -> why it could not even be kept
 
-    def as_wire(self) -> wire.BatchReceipt:
-        return wire.BatchReceipt(accepted=self.accepted + self.failed, duplicates=self.duplicates)
+    def as_wire(self, index: dict[str, int] | None = None) -> wire.BatchReceipt:
+        """The receipt for the bridge; ``index`` gives each event id's position in its batch."""
+        positions = index or {}
+        refused = [
+            wire.RefusedEvent(index=positions.get(event_id, -1), event_id=event_id, reason=reason)
+            for event_id, reason in self.refused.items()
+        ]
+        return wire.BatchReceipt(accepted=self.accepted + self.failed, duplicates=self.duplicates, refused=refused)
 
 
 def receive_events(bridge: Bridge | None, events: Sequence[wire.Event]) -> Receipt:
@@ -124,8 +140,10 @@ def receive_events(bridge: Bridge | None, events: Sequence[wire.Event]) -> Recei
             receipt.accepted += 1
         elif outcome == "duplicate":
             receipt.duplicates += 1
-        else:
+        elif outcome == "failed":
             receipt.failed += 1
+        else:
+            receipt.refused[event.event_id] = outcome.removeprefix("refused: ")
     return receipt
 
 
@@ -147,7 +165,9 @@ def _collector_paused() -> Iterator[None]:
 
 
 def receive_event(bridge: Bridge | None, event: wire.Event) -> str:
-    """Apply one event in its own transaction: 'accepted', 'duplicate' or 'failed' (kept for an administrator)."""
+    """Apply one event in its own transaction: 'accepted', 'duplicate', 'failed' (kept for an administrator) or,
+    when even keeping it fails, 'refused: <reason>' (the bridge keeps it as a dead letter). Never raises for an
+    event, only when the database itself is unavailable."""
     try:
         with transaction.atomic():
             _processed(bridge, event).save()
@@ -173,6 +193,9 @@ def receive_event(bridge: Bridge | None, event: wire.Event) -> str:
         )
     except IntegrityError:
         return "duplicate"
+    except (ValueError, TypeError, OverflowError) as exc:  # a value this database cannot hold, even as a record
+        log.error("event %s could not be kept for an administrator either (%s); refused", event.event_id, exc)
+        return f"refused: {error[:300]}; and it could not be kept: {type(exc).__name__}: {str(exc)[:300]}"
     return "failed"
 
 

@@ -1,18 +1,26 @@
-"""The CRM's endpoint for bridges: ``POST /bridge/v1/events`` takes a signed batch of wire events.
+"""The CRM's endpoints for bridges: ``POST /bridge/v1/events`` takes a signed batch of wire events;
+``GET /bridge/v1/health`` says whether the CRM can store them.
 
-Answers (JSON): 200 with a BatchReceipt; 401 ``unauthenticated`` (unknown or inactive bridge, missing, stale or
-wrong signature); 400 ``invalid_batch`` (not the wire format; the message names the field); 413 ``too_large``;
-405 for other methods. Errors carry a stable ``error_id`` and a message for people. The bridge retries anything but
-a 200, except 400/413, which it reports and sets aside.
+Answers of /events (JSON): 200 with a BatchReceipt that answers per event (accepted, duplicates, and ``refused``: each
+event that is invalid on its own, with its position, id and reason); 401 ``unauthenticated`` (unknown or inactive
+bridge, missing, malformed, stale or wrong signature); 400 ``invalid_batch`` (the envelope is not the wire format, or
+not UTF-8; the message names the problem); 413 ``too_large``; 405 for other methods. Errors carry a stable
+``error_id`` and a message for people, and are logged as one line (never a traceback). Every event is decoded and
+checked (schema, bounds, time range: wire.check_event) on its own, so one bad event never fails its batch.
+
+/health is unauthenticated and cheap: 200 ``{"status": "ok"}`` when the database answers, else 503; it shows no data
+and no secret. The bridge polls it while deliveries fail, to resume as soon as the CRM is back.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Final
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -21,6 +29,8 @@ from callcenter.calls.actions import receive_events
 from callcenter.calls.models import Bridge
 
 log = logging.getLogger(__name__)
+
+_MAX_BRIDGE_ID: Final = 200
 
 
 def error(status: int, error_id: str, message: str, **details: object) -> JsonResponse:
@@ -32,11 +42,19 @@ def authenticate(request: HttpRequest, body: bytes) -> Bridge:
     bridge_id = request.headers.get(wire.BRIDGE_HEADER, "")
     if not bridge_id:
         raise wire.AuthError(f"missing {wire.BRIDGE_HEADER} header")
-    bridge = Bridge.objects.filter(bridge_id=bridge_id[:100], active=True).first()
+    if len(bridge_id) > _MAX_BRIDGE_ID or not bridge_id.isprintable():
+        raise wire.AuthError(
+            f"{wire.BRIDGE_HEADER} is not a bridge id (at most {_MAX_BRIDGE_ID} printable characters)"
+        )
+    bridge = Bridge.objects.filter(bridge_id=bridge_id, active=True).first()
     if bridge is None:
         raise wire.AuthError(f"no active bridge {bridge_id[:100]!r}; add it with `callcenter add-bridge`")
     wire.verify(bridge.secret, request.headers.get(wire.SIGNATURE_HEADER), body, now=time.time())
     return bridge
+
+
+def _client(request: HttpRequest) -> str:
+    return str(request.META.get("REMOTE_ADDR", ""))[:60]
 
 
 @csrf_exempt  # bridges authenticate by signature, not by session cookie
@@ -50,18 +68,57 @@ def events(request: HttpRequest) -> HttpResponse:
     try:
         bridge = authenticate(request, body)
     except wire.AuthError as exc:
-        log.warning("bridge request refused from %s: %s", request.META.get("REMOTE_ADDR"), exc)
+        log.warning("bridge request refused from %s: %s", _client(request), exc)
         return error(401, "unauthenticated", str(exc))
     try:
-        batch = wire.decode_batch(body)
+        batch = wire.decode_raw_batch(body)
     except wire.WireError as exc:
         log.warning("bridge %s sent an invalid batch: %s", bridge, exc)
         return error(400, "invalid_batch", str(exc))
     if batch.bridge_id != bridge.bridge_id:
+        log.warning("bridge %s sent a batch that says it is from %r", bridge, batch.bridge_id)
         return error(
             400, "invalid_batch", f"batch says bridge {batch.bridge_id!r} but is signed by {bridge.bridge_id!r}"
         )
-    receipt = receive_events(bridge, batch.events)
-    if receipt.failed:
+    now = time.time()
+    valid: list[wire.Event] = []
+    positions: dict[str, int] = {}
+    refused: list[wire.RefusedEvent] = []
+    for index, raw in enumerate(batch.events):
+        try:
+            event = wire.checked_event(bytes(raw), now)
+        except wire.WireError as exc:
+            refused.append(wire.RefusedEvent(index=index, event_id=wire.event_id_of(raw), reason=str(exc)[:500]))
+            continue
+        valid.append(event)
+        positions.setdefault(event.event_id, index)
+    receipt = receive_events(bridge, valid) if valid else None
+    answer = receipt.as_wire(positions) if receipt is not None else wire.BatchReceipt(accepted=0, duplicates=0)
+    if refused:
+        answer = wire.BatchReceipt(
+            accepted=answer.accepted, duplicates=answer.duplicates,
+            refused=sorted([*refused, *answer.refused], key=lambda r: r.index),
+        )
+    if answer.refused:
+        first = answer.refused[0]
+        log.warning(
+            "bridge %s: %d of %d events refused, the rest stored; first: event %r (#%d): %s",
+            bridge, len(answer.refused), len(batch.events), first.event_id, first.index, first.reason,
+        )
+    if receipt is not None and receipt.failed:
         log.error("bridge %s: %d events could not be applied; see processed bridge events", bridge, receipt.failed)
-    return HttpResponse(wire.encode(receipt.as_wire()), content_type="application/json")
+    return HttpResponse(wire.encode(answer), content_type="application/json")
+
+
+def health(request: HttpRequest) -> HttpResponse:
+    """200 when the database answers, 503 otherwise; nothing else (no authentication, no data, no secrets)."""
+    if request.method not in ("GET", "HEAD"):
+        return error(405, "method_not_allowed", "GET this address")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as exc:
+        log.warning("health check: the database does not answer (%s)", type(exc).__name__)
+        return JsonResponse({"status": "unavailable", "message": "the CRM's database does not answer"}, status=503)
+    return JsonResponse({"status": "ok"})

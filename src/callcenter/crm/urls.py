@@ -17,5 +17,6 @@ urlpatterns = [
     path("resources/", include("callcenter.resources.urls")),
     path("settings/call-center/", resource_views.call_center_settings, name="call_center_settings"),
     path("bridge/v1/events", bridge_api.events, name="bridge_events"),
+    path("bridge/v1/health", bridge_api.health, name="bridge_health"),
     path("admin/", admin.site.urls),
 ]
