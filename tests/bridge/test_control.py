@@ -128,7 +128,7 @@ async def test_a_signed_command_is_executed_and_answered(running: Running) -> No
 @pytest.mark.parametrize(("headers", "message"), [
     (dict, "missing X-Callcenter-Signature header"),
     (lambda: {wire.SIGNATURE_HEADER: "garbage"},
-     "malformed X-Callcenter-Signature header; expected t=<seconds>,v1=<hex>"),
+     "malformed X-Callcenter-Signature header; expected t=<seconds>,v1=<64 hex digits>"),
     (lambda: signed(dial(), secret="another-secret-of-the-wrong-bridge"),
      "signature does not match; check that both sides have the same bridge secret"),
     (lambda: signed(dial(), at=time.time() - 3600), "away from this clock"),
@@ -163,6 +163,42 @@ async def test_a_malformed_command_is_a_400_with_the_reason(running: Running, bo
     assert response.status_code == 400
     assert response.json()["error_id"] == "invalid_command"
     assert message in response.json()["message"]
+    assert running.target.stub.executed == []
+
+
+@pytest.mark.parametrize("signature", [
+    "t=1" + "0" * 400 + ",v1=00",  # issue 11: OverflowError and a traceback, with no valid bridge at all
+    "t=" + "9" * 4_000 + ",v1=" + "0" * 64,
+    "t=1700000000,v1=" + "g" * 64,
+    "t=-5,v1=" + "0" * 64,
+    "t=1.5,v1=" + "0" * 64,
+    "t=nan,v1=" + "0" * 64,
+    "t=1,t=2,v1=" + "0" * 64,
+    "v1=" + "0" * 64,
+], ids=["t-10e400", "t-4000-digits", "v1-not-hex", "t-negative", "t-float", "t-nan", "t-twice", "no-t"])
+async def test_a_hostile_signature_is_a_401_with_one_log_line(
+    running: Running, caplog: pytest.LogCaptureFixture, signature: str
+) -> None:
+    caplog.set_level("DEBUG")
+    headers = {**signed(dial()), wire.SIGNATURE_HEADER: signature}
+    response = await post_command(running.url, dial(), headers)
+    assert response.status_code == 401
+    assert "malformed X-Callcenter-Signature" in response.json()["message"]
+    mine = [r for r in caplog.records if r.name.startswith("callcenter")]
+    assert len(mine) == 1 and mine[0].exc_info is None
+    assert "Traceback" not in caplog.text
+    assert running.target.stub.executed == []
+
+
+async def test_invalid_utf8_inside_a_signed_command_is_a_400(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = dial(number="NUMBER").replace(b"NUMBER", bytes([0xC3, 0x28, 0xFF]))
+    response = await post_command(running.url, body, signed(body))
+    assert response.status_code == 400
+    assert response.json()["error_id"] == "invalid_command"
+    assert "not valid UTF-8" in response.json()["message"]
+    assert "Traceback" not in caplog.text
     assert running.target.stub.executed == []
 
 

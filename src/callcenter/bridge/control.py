@@ -298,7 +298,8 @@ class ControlListener:
             claimed = headers.get(wire.BRIDGE_HEADER.lower())
             if claimed is not None and claimed != settings.bridge_id:
                 raise wire.AuthError(
-                    f"this is bridge {settings.bridge_id!r}, not {claimed!r}; check the bridge's address in the CRM"
+                    f"this is bridge {settings.bridge_id!r}, not {claimed[:100]!r}; "
+                    "check the bridge's address in the CRM"
                 )
         except wire.AuthError as exc:
             self.unauthenticated_total += 1
@@ -307,9 +308,10 @@ class ControlListener:
             await _json(send, 401, {"error_id": "unauthenticated", "message": str(exc)})
             return
         try:
-            command = wire.decode_command(body)
+            command = wire.decode_command(body)  # every field bounded; invalid UTF-8 is a WireError too
         except wire.WireError as exc:
             self._count("invalid", INVALID_COMMAND)
+            log.warning("refused an invalid command from %s: %s", _client_host(scope), exc)
             await _json(send, 400, {"error_id": INVALID_COMMAND, "message": str(exc)})
             return
         result = await self._execute_once(command)
