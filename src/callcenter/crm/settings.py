@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import phonenumbers
@@ -117,6 +118,21 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+
+# Login throttling (crm/login.py): the throttle refuses a locked log-in before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "callcenter.crm.login.ThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+CALLCENTER_TRUSTED_PROXIES = []
+for _proxy in env_list("CALLCENTER_TRUSTED_PROXIES", []):
+    try:
+        CALLCENTER_TRUSTED_PROXIES.append(ipaddress.ip_network(_proxy.strip("[]"), strict=False))
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"CALLCENTER_TRUSTED_PROXIES: {_proxy!r} is not an address or network; list the proxies' addresses, "
+            "e.g. 127.0.0.1,10.0.0.0/24"
+        ) from None
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

@@ -7,9 +7,11 @@ from callcenter.calls import bridge_api
 from callcenter.crm import views
 from callcenter.resources import views as resource_views
 
+admin.site.login_form = views.AdminLoginForm  # the admin's log-in is throttled too (crm/login.py)
+
 urlpatterns = [
     path("", views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth_views.LoginView.as_view(authentication_form=views.LoginForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/setlang/", set_language, name="set_language"),
     path("callcenter/", include("callcenter.calls.urls")),
