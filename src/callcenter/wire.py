@@ -332,7 +332,7 @@ def time_problem(seconds: float, now: float, what: str = "occurred_at") -> str:
         return f"{what} {seconds!r} is before 2000-01-01; check the PBX's clock"
     if seconds > now + MAX_AHEAD:
         return (
-            f"{what} {seconds!r} is {(seconds - now) / 3600:.0f} h ahead of this clock (more than "
+            f"{what} {seconds!r} is {(seconds - now) / 3600:.4g} h ahead of this clock (more than "
             f"{MAX_AHEAD / 3600:.0f} h); check the PBX's and this machine's clocks (NTP)"
         )
     return ""

@@ -11,7 +11,10 @@ Behaviours (``FakeCrm.script``: one per request, then ``FakeCrm.then`` for every
   "hang"      never answer
   "close"     close the connection without answering
   "401"       HTTP 401 as the real CRM words it
-A batch containing an id in ``FakeCrm.refuse_ids`` gets 400 (like the CRM's invalid_batch) whatever the script says.
+A batch containing an id in ``FakeCrm.refuse_ids`` gets 400 (like the CRM's invalid_batch) whatever the script says;
+an id in ``FakeCrm.refuse_each`` is refused on its own in the receipt (the CRM's per-event answer) with its reason;
+a batch containing an id in ``FakeCrm.poison_ids`` gets a 500 (a CRM bug that one event triggers) every time.
+``GET /bridge/v1/health`` answers ``FakeCrm.health`` (200 by default; counted in ``health_probes``).
 """
 
 from __future__ import annotations
@@ -135,6 +138,10 @@ class FakeCrm:
     script: list[str] = field(default_factory=list)
     then: str = "ok"
     refuse_ids: set[str] = field(default_factory=set)
+    refuse_each: dict[str, str] = field(default_factory=dict)
+    poison_ids: set[str] = field(default_factory=set)
+    health: int = 200
+    health_probes: int = 0
     stored: list[str] = field(default_factory=list)  # event ids in the order the CRM took them
     requests: list[Request] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)  # what each request got
@@ -167,6 +174,9 @@ class FakeCrm:
         return [len(json.loads(request.body)["events"]) for request in self.requests]
 
     async def _handle(self, request: Request) -> tuple[int, bytes, str] | None:
+        if request.method == "GET" and request.path == "/bridge/v1/health":
+            self.health_probes += 1
+            return self.health, json.dumps({"status": "ok" if self.health == 200 else "down"}).encode(), "a/json"
         self.requests.append(request)
         behaviour = self.script.pop(0) if self.script else self.then
         try:
@@ -182,11 +192,16 @@ class FakeCrm:
         ids = [event.event_id for event in batch.events]
         if behaviour not in ("401",) and self.refuse_ids & set(ids):
             behaviour = "400"
+        if behaviour not in ("401",) and self.poison_ids & set(ids):
+            behaviour = "500"
         self.answers.append(behaviour)
         if behaviour in ("ok", "ok-lost", "short"):
             accepted = duplicates = 0
-            for event_id in ids:
-                if event_id in self._seen:
+            refused = []
+            for index, event_id in enumerate(ids):
+                if event_id in self.refuse_each:
+                    refused.append(wire.RefusedEvent(index=index, event_id=event_id, reason=self.refuse_each[event_id]))
+                elif event_id in self._seen:
                     duplicates += 1
                 else:
                     self._seen.add(event_id)
@@ -196,9 +211,12 @@ class FakeCrm:
                 return None
             if behaviour == "short":
                 accepted -= 1
-            return 200, wire.encode(wire.BatchReceipt(accepted=accepted, duplicates=duplicates)), "application/json"
+            receipt = wire.BatchReceipt(accepted=accepted, duplicates=duplicates, refused=refused)
+            return 200, wire.encode(receipt), "application/json"
         if behaviour == "500":
             return 500, b'{"error_id": "server_error", "message": "database is locked"}', "application/json"
+        if behaviour in ("502", "503"):
+            return int(behaviour), b"<html>Bad Gateway</html>", "text/html"
         if behaviour == "garbage":
             return 200, b"<html><body>Bad gateway, try later</body></html>", "text/html"
         if behaviour == "wrong-json":

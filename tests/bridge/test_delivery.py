@@ -130,7 +130,7 @@ async def test_it_wakes_as_soon_as_an_event_is_accepted_without_polling(outbox, 
         ("500", "the CRM answered HTTP 500 (server_error: database is locked)"),
         ("garbage", "answered 200 without a batch receipt"),
         ("wrong-json", "answered 200 without a batch receipt"),
-        ("short", "receipt counts 49 accepted + 0 duplicates for a batch of 50 events"),
+        ("short", "receipt counts 49 accepted + 0 duplicates + 0 refused for a batch of 50 events"),
         ("close", "cannot reach the CRM"),
         ("hang", "did not answer in time"),
         ("ok-lost", "cannot reach the CRM"),
@@ -182,7 +182,8 @@ async def test_back_off_doubles_from_a_quick_first_retry_to_its_cap_and_starts_o
         slept.append(seconds)
 
     crm.script = ["500"] * 8
-    deliverer = deliverers(outbox, crm.url, backoff_first=0.5, backoff_cap=30, sleep=record, jitter=lambda: 1.0)
+    deliverer = deliverers(outbox, crm.url, backoff_first=0.5, backoff_cap=30, sleep=record, jitter=lambda: 1.0,
+                           split_after=100)  # a 500 that repeats is not suspected here
     await _fill(outbox, _events(1))
     deliverer.start()
     await until(lambda: outbox.depth == 0)
@@ -236,7 +237,9 @@ async def test_an_event_the_crm_refuses_is_found_by_halving_and_set_aside(outbox
     assert (letter.event_id, letter.status) == (bad, 400)
     assert "invalid_batch" in letter.reason
     assert deliverer.dead_letters_total == 1 and deliverer.failures_total == 0
-    assert f"the CRM refused event {bad} on its own (HTTP 400" in caplog.text
+    assert f"the CRM refused event {bad} call.ringing at " in caplog.text
+    assert "on its own (HTTP 400: invalid_batch" in caplog.text
+    assert len([r for r in caplog.records if bad in r.getMessage()]) == 1  # one error line per event
     assert len(crm.requests) <= 2 * math.ceil(math.log2(100)) + 1
 
 
@@ -404,3 +407,131 @@ async def test_a_crm_answering_500_and_garbage_for_a_while_loses_nothing(outbox,
     _assert_exactly_once(crm, "flaky", calls, total)
     assert len(crm.processed_ids()) == total
     assert crm.calls_by_kind("flaky") == synthetic.expected_call_rows(calls)
+
+
+# ---- no poison event, fast recovery (issue 11) ------------------------------------------------------------------
+
+
+async def test_events_the_crm_refuses_in_its_receipt_become_dead_letters_and_delivery_goes_on(outbox, crm, deliverers,
+                                                                                              caplog):
+    events = _events(60)
+    bad = {events[3].event_id: "occurred_at 1e+300 is ahead of this clock", events[41].event_id: "invalid event"}
+    crm.refuse_each = dict(bad)
+    await _fill(outbox, events)
+    deliverer = deliverers(outbox, crm.url, batch_size=25)
+    with caplog.at_level(logging.ERROR):
+        deliverer.start()
+        await until(lambda: outbox.depth == 0, what="empty outbox")
+        later = _events(10, prefix="later")
+        for event in later:  # and what comes later is delivered too
+            outbox.put(event)
+        await until(lambda: len(crm.stored) == 68, what="later events delivered")
+    assert crm.stored == [e.event_id for e in [*events, *later] if e.event_id not in bad]
+    letters = outbox.dead_letter_list()
+    assert {(letter.event_id, letter.reason) for letter in letters} == set(bad.items())
+    assert deliverer.dead_letters_total == 2 and deliverer.failures_total == 0 and outbox.dead_letters == 2
+    assert deliverer.delivered_total == 68
+    for event_id, reason in bad.items():
+        [line] = [r for r in caplog.records if event_id in r.getMessage()]
+        assert line.levelno == logging.ERROR and reason in line.getMessage() and line.exc_info is None
+    assert len(crm.requests) == 4 - 1 + 1  # 25 + 25 + 10, then the 10 later ones: no request repeated
+
+
+async def test_a_500_that_one_event_causes_while_the_crm_is_healthy_is_split_down_to_it(outbox, crm, deliverers,
+                                                                                        caplog):
+    events = _events(100)
+    poison = events[58].event_id
+    crm.poison_ids = {poison}
+    await _fill(outbox, events)
+    deliverer = deliverers(outbox, crm.url, batch_size=100)
+    with caplog.at_level(logging.WARNING):
+        deliverer.start()
+        await until(lambda: outbox.depth == 0, what="empty outbox")
+    assert crm.stored == [e.event_id for e in events if e.event_id != poison]
+    [letter] = outbox.dead_letter_list()
+    assert (letter.event_id, letter.status) == (poison, 500)
+    assert "HTTP 500 3 times while the CRM was healthy" in letter.reason and "database is locked" in letter.reason
+    assert crm.health_probes >= 2
+    assert "sending them in smaller batches to find the event that causes it" in caplog.text
+    assert len(crm.requests) < 60  # a binary search, not one request per event
+
+
+@pytest.mark.parametrize(("answer", "health"), [("500", 503), ("502", 502), ("503", 200), ("close", 0)],
+                         ids=["500-health-failing", "proxy-502-everything", "503", "connection-dropped"])
+async def test_a_crm_that_is_down_never_costs_a_dead_letter(outbox, crm, deliverers, answer, health):
+    crm.then = answer
+    crm.health = health or 503
+    events = _events(20)
+    await _fill(outbox, events)
+    deliverer = deliverers(outbox, crm.url, batch_size=20, split_after=2)
+    deliverer.start()
+    await until(lambda: deliverer.failures_total >= 12, what="a dozen failed attempts")
+    assert outbox.dead_letters == 0 and outbox.depth == 20 and deliverer.dead_letters_total == 0
+    crm.then, crm.health = "ok", 200
+    await until(lambda: outbox.depth == 0, what="empty outbox")
+    assert crm.stored == [e.event_id for e in events] and outbox.dead_letters == 0
+
+
+async def test_while_the_crm_is_down_it_probes_its_health_and_retries_as_soon_as_it_answers(outbox, deliverers,
+                                                                                          caplog):
+    """The back-off here never ends on its own (its sleep never wakes): only the health probe can resume delivery."""
+    slept: list[float] = []
+
+    async def never_wakes(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.Event().wait()
+
+    port = free_port()
+    await _fill(outbox, _events(30))
+    deliverer = deliverers(outbox, f"http://127.0.0.1:{port}", sleep=never_wakes, probe_every=0.05)
+    deliverer.start()
+    await until(lambda: deliverer.health_probes_total >= 3, what="health probes while the CRM is down")
+    assert outbox.depth == 30 and len(slept) == 1
+    crm = await FakeCrm(SECRET).start(port)
+    try:
+        with caplog.at_level(logging.INFO, logger="callcenter.bridge.delivery"):
+            await until(lambda: outbox.depth == 0, what="delivery resumed by the probe")
+        assert crm.health_probes >= 1 and len(slept) == 1
+        assert "health check answers again; retrying now" in caplog.text
+    finally:
+        await crm.stop()
+
+
+async def test_a_healthy_crm_that_fails_requests_gets_the_full_back_off_not_a_tight_loop(outbox, crm, deliverers):
+    crm.then = "500"
+    await _fill(outbox, _events(5))
+    deliverer = deliverers(outbox, crm.url, backoff_first=3600, backoff_cap=3600, probe_every=0.01, split_after=100)
+    deliverer.start()
+    await until(lambda: deliverer.failures_total == 1)
+    await asyncio.sleep(0.3)
+    assert deliverer.failures_total == 1 and crm.health_probes == 0  # a 500 is not "down": no probing, no retry
+
+
+def test_the_back_off_is_capped_at_5_seconds_by_default(tmp_path):
+    deliverer = Deliverer.__new__(Deliverer)
+    deliverer.backoff_first, deliverer.backoff_cap, deliverer._jitter = 0.2, 5.0, lambda: 1.0
+    assert Deliverer.__init__.__kwdefaults__["backoff_cap"] == 5.0
+    assert deliverer.backoff_delay(30) == 5.0
+
+
+@pytest.mark.slow
+async def test_delivery_resumes_when_the_real_crm_process_comes_back(outbox, live_crm, deliverers, crm_template):
+    """A real CRM process, stopped then started on the same port: the health probe brings delivery back without
+    waiting for the back-off (whose sleep never wakes here)."""
+
+    async def never_wakes(seconds: float) -> None:
+        await asyncio.Event().wait()
+
+    crm = live_crm()
+    await asyncio.to_thread(crm.start)
+    events = list(synthetic.traffic(20, prefix="back"))
+    deliverer = deliverers(outbox, crm.url, secret=crm_template.secret, sleep=never_wakes, probe_every=0.1)
+    deliverer.start()
+    await _fill(outbox, events[:10])
+    await until(lambda: outbox.depth == 0, what="first delivery")
+    await asyncio.to_thread(crm.stop)
+    await _fill(outbox, events[10:])
+    await until(lambda: deliverer.failures_total >= 1 and deliverer.health_probes_total >= 2, what="probing")
+    await asyncio.to_thread(crm.start)
+    await drained(outbox)
+    assert sorted(crm.processed_ids()) == sorted(e.event_id for e in events)

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -326,3 +327,44 @@ def test_kill_9_loses_nothing_the_outbox_reported_accepted(tmp_path: Path) -> No
     expected = [event.event_id for event in synthetic.traffic(5000, prefix="kill")]
     assert len(rows) >= reported
     assert _ids(rows) == expected[: len(rows)]  # every accepted event, in order, each once
+
+
+# ---- every event is checked before it enters the outbox (issue 11) ------------------------------------------------
+
+
+async def test_an_event_a_translator_built_wrong_is_repaired_at_entry_not_refused_later(outbox: Outbox,
+                                                                                       caplog) -> None:
+    now = time.time()
+    wrong = wire.CallRinging(event_id="bad-1", occurred_at=1e300, call_id="c1", extension="100",
+                             direction=wire.Direction.INBOUND, remote_name="N" * 10_000 + "\x00",
+                             remote_number="1" * 500)
+    fine = _events(1)[0]
+    with caplog.at_level(logging.WARNING, logger="callcenter.bridge.outbox"):
+        outbox.put(wrong)
+        outbox.put(fine)
+        await outbox.flush()
+    first, second = outbox.peek(10)
+    stored = wire.checked_event(first[1], now)  # what the CRM will get passes its own checks
+    assert isinstance(stored, wire.CallRinging) and stored.event_id == "bad-1"
+    assert stored.remote_name == "N" * 200 and stored.remote_number == "1" * 80
+    assert now - 5 <= stored.occurred_at <= time.time() + 5
+    assert wire.decode_event(second[1]) == fine
+    [line] = [r for r in caplog.records if "bad-1" in r.getMessage()]
+    assert line.levelno == logging.WARNING and "not valid wire format" in line.getMessage()
+    assert outbox.dropped_total == 0
+
+
+@pytest.mark.parametrize("occurred_at", [float("nan"), float("inf"), -5.0, 5.0, 946_684_799.0])
+async def test_an_absurd_time_becomes_the_time_the_event_arrived(outbox: Outbox, occurred_at: float) -> None:
+    outbox.put(wire.AgentState(event_id="t", occurred_at=occurred_at, extension="100", dnd=True))
+    await outbox.flush()
+    [(_seq, body)] = outbox.peek(1)
+    assert not wire.time_problem(wire.decode_event(body).occurred_at, time.time())
+
+
+async def test_an_event_that_cannot_be_repaired_is_counted_and_said_never_queued(outbox: Outbox, caplog) -> None:
+    with caplog.at_level(logging.ERROR, logger="callcenter.bridge.outbox"):
+        outbox.put(wire.AgentState(event_id="x", occurred_at=time.time(), extension="100", device_state=7))  # type: ignore[arg-type]
+        await outbox.flush()
+    assert outbox.depth == 0 and outbox.dropped_total == 1
+    assert "cannot be repaired; NOT stored" in caplog.text

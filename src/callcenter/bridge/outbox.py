@@ -2,7 +2,10 @@
 
 Rules
 - ``put()`` is the connectors' EmitFn: it encodes the event and appends it to an in-memory queue. It never touches the
-  disk, so the PBX socket reader never waits on it. One writer thread commits the queue to SQLite in transactions of
+  disk, so the PBX socket reader never waits on it. It checks every event against the wire schema, its bounds and
+  its time range (wire.checked_event: a Struct built in Python is not checked by msgspec): an event a translator
+  built wrong is repaired (texts cut to their bounds, an absurd time replaced by the time it arrived; one warning
+  line), never queued as it is for the CRM to refuse. One writer thread commits the queue to SQLite in transactions of
   at most ``max_batch`` events; while it commits, new events gather for the next transaction (group commit).
 - An event is *accepted* once its transaction is committed. ``flush()`` waits until everything put so far is
   accepted; ``accepted_total`` counts accepted events.
@@ -313,8 +316,33 @@ class Outbox:
                     self.path, len(self._queue), event.event_id, self._dropped_total,
                 )
             return
-        self._queue.append((event.event_id, self._clock(), wire.encode(event)))
+        now = self._clock()
+        encoded = wire.encode(event)
+        try:
+            wire.checked_event(encoded, now)
+        except wire.WireError as problem:
+            encoded = self._repaired(event, now, problem)
+            if not encoded:
+                return
+        self._queue.append((event.event_id, now, encoded))
         self._wake.set()
+
+    def _repaired(self, event: wire.Event, now: float, problem: wire.WireError) -> bytes:
+        """``event`` (which is not valid wire format: a translator built it wrong) with its texts cut to their bounds
+        and an absurd time replaced by now, so the call is not lost and the CRM does not refuse it; b"" (counted as
+        dropped, logged) if even that is not valid."""
+        fixed = wire.bounded(event, now)
+        encoded = wire.encode(fixed)
+        try:
+            wire.checked_event(encoded, now)
+        except wire.WireError as still:
+            self._dropped_total += 1
+            log.error("event %s is not valid wire format (%s) and cannot be repaired; NOT stored (a bug in the "
+                      "connector: report it)", event.event_id[:200], still)
+            return b""
+        log.warning("event %s was not valid wire format (%s); stored with its texts cut to their bounds and an "
+                    "absurd time replaced by the time it arrived", fixed.event_id, problem)
+        return encoded
 
     async def flush(self) -> None:
         """Wait until every event put so far is committed (accepted) or refused (see dropped_total)."""
@@ -459,8 +487,9 @@ class Outbox:
             self._check_size_guard()
         return int(removed)
 
-    def dead_letter(self, seq: int, *, status: int, reason: str) -> DeadLetter | None:
-        """Move event ``seq`` to the dead-letter table (the CRM refused it on its own); None if it is not queued."""
+    def dead_letter(self, seq: int, *, status: int, reason: str, quiet: bool = False) -> DeadLetter | None:
+        """Move event ``seq`` to the dead-letter table (the CRM refused it on its own); None if it is not queued.
+        Logs an error line unless ``quiet`` (the caller logs its own, with more to say)."""
         now = self._clock()
         with self._db_lock:
             self._check_open()
@@ -487,8 +516,9 @@ class Outbox:
             self._queued_bytes -= len(body)
             self._dead_letters += 1
             self._refresh_oldest()
-        log.error("event %s (outbox seq %d) refused by the CRM with status %d: %s; set aside as a dead letter in %s",
-                  event_id, seq, status, reason[:300], self.path)
+        if not quiet:
+            log.error("event %s (outbox seq %d) refused by the CRM with status %d: %s; set aside as a dead letter "
+                      "in %s", event_id, seq, status, reason[:300], self.path)
         return DeadLetter(seq, event_id, accepted_at, now, status, reason[:2000], bytes(body))
 
     def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
@@ -531,8 +561,8 @@ class Outbox:
     async def remove_through_async(self, seq: int) -> int:
         return await asyncio.to_thread(self.remove_through, seq)
 
-    async def dead_letter_async(self, seq: int, *, status: int, reason: str) -> DeadLetter | None:
-        return await asyncio.to_thread(lambda: self.dead_letter(seq, status=status, reason=reason))
+    async def dead_letter_async(self, seq: int, *, status: int, reason: str, quiet: bool = False) -> DeadLetter | None:
+        return await asyncio.to_thread(lambda: self.dead_letter(seq, status=status, reason=reason, quiet=quiet))
 
     def _check_open(self) -> None:
         if self._db_closed:

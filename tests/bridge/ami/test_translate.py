@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -57,6 +58,9 @@ def chan(
     )
 
 
+ARRIVAL = 1_700_000_042.0  # the arrival time the hand-fed events get (a sane event time: wire.time_problem)
+
+
 class Pbx:
     """Feeds hand-built events with increasing Timestamps and keeps every wire event they cause."""
 
@@ -68,7 +72,7 @@ class Pbx:
     def __call__(self, name: str, *headers: tuple[str, str], stamp: bool = True) -> list[wire.Event]:
         self.clock += 1.0
         timestamp = (("Timestamp", f"{self.clock:.6f}"),) if stamp else ()
-        out = self.translator.feed(Message("event", (("Event", name), *timestamp, *headers)), arrival_time=42.0)
+        out = self.translator.feed(Message("event", (("Event", name), *timestamp, *headers)), arrival_time=ARRIVAL)
         self.events += out
         return out
 
@@ -472,22 +476,45 @@ def test_the_same_hangup_twice_ends_the_leg_once() -> None:
     assert pbx.kinds() == ["CallRinging", "CallEnded"]
 
 
-def test_a_bad_timestamp_falls_back_to_the_arrival_time(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("stamp", "why"), [
+    ("soon", "not a number"),
+    ("abc", "not a number"),
+    ("1e300", "ahead of this clock"),
+    ("-5", "before 2000-01-01"),
+    ("5", "before 2000-01-01"),
+    ("nan", "not a finite number"),
+    ("inf", "not a finite number"),
+    ("1" + "0" * 400, "not a finite number"),
+    (f"{time.time() + 3 * 86_400:.6f}", "ahead of this clock"),
+])
+def test_a_bad_timestamp_falls_back_to_the_arrival_time(caplog: pytest.LogCaptureFixture, stamp: str, why: str) -> None:
     translator = Translator()
     with caplog.at_level(logging.WARNING, logger="callcenter.bridge.ami"):
         out = translator.feed(
-            Message("event", (("Event", "DeviceStateChange"), ("Timestamp", "soon"), ("Device", "Custom:DND100"),
+            Message("event", (("Event", "DeviceStateChange"), ("Timestamp", stamp), ("Device", "Custom:DND100"),
                               ("State", "BUSY"))),
-            arrival_time=123.5,
+            arrival_time=ARRIVAL + 0.5,
         )
-    assert [e.occurred_at for e in out] == [123.5]
-    assert "invalid Timestamp 'soon'; using the arrival time" in caplog.text
+    assert [e.occurred_at for e in out] == [ARRIVAL + 0.5]  # the event is not lost
+    assert f"invalid Timestamp {stamp[:40]!r} (" in caplog.text and why in caplog.text
+    assert "using the arrival time" in caplog.text
+    assert len(caplog.records) == 1 and caplog.records[0].exc_info is None
+    assert not wire.time_problem(out[0].occurred_at, time.time())
+
+
+def test_an_absurd_arrival_time_gives_way_to_the_clock() -> None:
+    translator = Translator(clock=lambda: ARRIVAL + 7)
+    out = translator.feed(
+        Message("event", (("Event", "DeviceStateChange"), ("Device", "Custom:DND100"), ("State", "BUSY"))),
+        arrival_time=float("nan"),
+    )
+    assert [e.occurred_at for e in out] == [ARRIVAL + 7]
 
 
 def test_without_timestamps_the_arrival_time_is_the_time() -> None:
     pbx = Pbx()
     pbx("Newchannel", *chan(ALICE, 0, cnum=CALLER), stamp=False)
-    assert [e.occurred_at for e in pbx.events] == [42.0]
+    assert [e.occurred_at for e in pbx.events] == [ARRIVAL]
 
 
 def test_garbage_values_and_overlong_ids_raise_nothing() -> None:

@@ -42,7 +42,9 @@ Rules
   DND (``PJSIP/100&Custom:DND100``) is Busy whenever the phone is in a call, so its changes only make the extension
   due for a ``DBGet DND/<ext>`` (``take_dnd_checks``), never DND by themselves. An ``AgentState`` leaves only when
   the known DND state of a followed extension changes.
-- Timestamps: the ``Timestamp`` header (``timestampevents=yes``), else the arrival time.
+- Timestamps: the ``Timestamp`` header (``timestampevents=yes``), else the arrival time. A Timestamp that is not a
+  sane event time (wire.time_problem: not a finite number, before 2000, more than a day ahead of this machine's
+  clock) is replaced by the arrival time, with one warning line: the call goes on, with a time the CRM accepts.
 - Event ids are stable: ``ami:<Linkedid>:<Uniqueid>:<kind>``, so the same capture translated twice gives the same
   ids and the CRM stores each event once.
 - Bad input never raises: malformed messages, unknown events, events for unknown channels and out-of-order events
@@ -56,6 +58,7 @@ import enum
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
@@ -384,8 +387,9 @@ Handler = Callable[[dict[str, str], float, str, list[wire.Event]], None]
 class Translator:
     """Feed it every AMI message in arrival order; it returns the wire events each one causes."""
 
-    def __init__(self, config: TranslatorConfig | None = None) -> None:
+    def __init__(self, config: TranslatorConfig | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config or TranslatorConfig()
+        self._clock = clock  # only to refuse absurd PBX times (wire.time_problem); events carry the PBX's own
         self._rules = [(rule.compile(), rule.extension_from) for rule in self.config.channel_rules]
         self._channels: dict[str, _Channel] = {}
         self._names: dict[str, str] = {}  # channel name -> uniqueid
@@ -975,19 +979,23 @@ class Translator:
     # ---- event handlers ---------------------------------------------------------------------------------------------
 
     def _when(self, h: dict[str, str], arrival_time: float, event: str) -> tuple[float, str]:
+        """The PBX's Timestamp when it is a sane event time (wire.time_problem: not before 2000, not more than a
+        day ahead of this clock), else the arrival time, with one warning line: the call is never lost over it."""
         raw = h.get("timestamp", "").strip()
+        now = self._clock()
         if raw:
             try:
                 value = float(raw)
+                problem = wire.time_problem(value, now, "Timestamp")
             except ValueError:
-                value = -1.0
-            if math.isfinite(value) and value >= 0:
+                value, problem = math.nan, "not a number"
+            if not problem:
                 if value > self.pbx_time:
                     self.pbx_time = value
                 return value, raw
-            log.warning("%s has an invalid Timestamp %r; using the arrival time", event, raw[:40])
-        if not math.isfinite(arrival_time) or arrival_time < 0:
-            arrival_time = 0.0
+            log.warning("%s has an invalid Timestamp %r (%s); using the arrival time", event, raw[:40], problem[:120])
+        if wire.time_problem(arrival_time, now):
+            arrival_time = now
         return arrival_time, f"{arrival_time:.6f}"
 
     def _note_unknown(self, name: str) -> None:
