@@ -80,6 +80,17 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def parse_options(name: str, doc: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+                  argv: Sequence[str]) -> argparse.Namespace:
+    """The module's options: --quick, --keep and its own."""
+    parser = argparse.ArgumentParser(prog=f"python -m proof.{name}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a shorter smoke run")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (databases, logs)")
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
 def run_proof_module(name: str, doc: str, add_arguments: Callable[[argparse.ArgumentParser], None],
                      run: Callable[[argparse.Namespace, Results, Path], None], argv: Sequence[str] | None) -> int:
     """Parse the arguments (--quick, --keep and the module's own), run ``run(options, results, workdir)`` and print
@@ -87,12 +98,7 @@ def run_proof_module(name: str, doc: str, add_arguments: Callable[[argparse.Argu
     removed; an exception is one FAIL line naming it (its traceback on stderr)."""
     global _NAME
     _NAME = name
-    parser = argparse.ArgumentParser(prog=f"python -m proof.{name}", description=doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a shorter smoke run")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (databases, logs)")
-    add_arguments(parser)
-    options = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    options = parse_options(name, doc, add_arguments, sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     results = Results(name)
@@ -538,7 +544,7 @@ def settle(pbx: PbxThread, bridge: BridgeProcess, db: Database, timeout: float =
         return done
 
     wait_until(quiet, "the bridge to deliver everything and the CRM to close every leg", timeout=timeout,
-               interval=1.0, detail=bridge.output)
+               interval=0.5, detail=bridge.output)
 
 
 def agents(count: int, first: int = 100) -> list[str]:

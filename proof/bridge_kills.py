@@ -45,6 +45,8 @@ SLACK_S = 3.0  # around a down time: a leg rung or ended this close to it may ha
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kills", type=int, default=None, help="SIGKILLs (default 20; --quick 3)")
     parser.add_argument("--seed", type=int, default=11, help="random seed of the up and down times")
+    parser.add_argument("--rate", type=float, default=RATE, help=f"calls per second (default {RATE:g})")
+    parser.add_argument("--tail", type=float, default=5.0, help="seconds of calls after the last restart (default 5)")
 
 
 def run(options: argparse.Namespace, results: Results, workdir: Path) -> None:
@@ -58,14 +60,14 @@ def run(options: argparse.Namespace, results: Results, workdir: Path) -> None:
         pending: set[str] = set()  # accepted, not yet delivered, at some kill
         dead: set[str] = set()
         down: list[tuple[float, float]] = []  # (killed at, connected again at)
+        crm = CrmServer(db, workdir)
+        bridge = BridgeProcess(workdir, crm_port=crm.port, secret_file=secret_file, ami_port=pbx.port,
+                               ami_secret=ami_secret)
         try:
-            crm = CrmServer(db, workdir)
             crm.start()
-            bridge = BridgeProcess(workdir, crm_port=crm.port, secret_file=secret_file, ami_port=pbx.port,
-                                   ami_secret=ami_secret)
             bridge.start()
-            log(f"CRM on {crm.port}, bridge on {bridge.port}, PBX AMI on {pbx.port}; {RATE:g} calls/s")
-            pbx.set_rate(RATE)
+            log(f"CRM on {crm.port}, bridge on {bridge.port}, PBX AMI on {pbx.port}; {options.rate:g} calls/s")
+            pbx.set_rate(options.rate)
             for kill in range(1, kills + 1):
                 time.sleep(rng.uniform(1.0, 4.0))
                 bridge.kill()
@@ -78,7 +80,7 @@ def run(options: argparse.Namespace, results: Results, workdir: Path) -> None:
                 down.append((killed_at, connected_at))
                 log(f"kill {kill}/{kills}: {len(queued):,} events were waiting in the outbox; back and connected "
                     f"{connected_at - killed_at:.2f} s after the kill; {pbx.calls_started:,} calls so far")
-            time.sleep(5)
+            time.sleep(options.tail)
             pbx.set_rate(0)
             log(f"{pbx.calls_started:,} calls in all; waiting for the PBX to go idle and the bridge to deliver")
             _stack.settle(pbx, bridge, db)
@@ -91,6 +93,8 @@ def run(options: argparse.Namespace, results: Results, workdir: Path) -> None:
             calls = pbx.calls_started
             legs = dict(pbx.record.legs)
         finally:
+            bridge.stop()
+            crm.stop()
             pbx.close()
     lost_events = sorted(pending - stored - dead) + sorted(left)
     unseen = [key for key in seen.missing if within_down_time(legs[key], down)]
@@ -102,8 +106,8 @@ def run(options: argparse.Namespace, results: Results, workdir: Path) -> None:
     ok = (not lost_events and seen.duplicated == 0 and seen.open_after == 0 and seen.failed_events == 0
           and len(down) == kills)
     results.add(
-        f"bridge SIGKILLed {kills} times under load ({RATE:g} calls/s over a real AMI link), restarted each time: "
-        "nothing accepted is lost, nothing stored twice, no call left open",
+        f"bridge SIGKILLed {kills} times under load ({options.rate:g} calls/s over a real AMI link), restarted each "
+        "time: nothing accepted is lost, nothing stored twice, no call left open",
         f"kills {len(down)}, calls {calls:,}, events {len(stored):,}, lost {len(lost_events)} (of {len(pending):,} "
         f"waiting in an outbox at a kill), duplicated {seen.duplicated}, open-after {seen.open_after}, failed "
         f"{seen.failed_events}, dead letters {len(dead)}; PBX legs {seen.pbx_legs:,}: stored {seen.stored:,}, "

@@ -8,10 +8,10 @@ How (every part real, on loopback):
   (Linkedid, extension) as it writes the DialBegin: the truth the CRM is compared with;
 - the real bridge, `callcenter bridge run`, following every 3-digit extension, delivering to
 - the real CRM, `callcenter serve`, on a fresh SQLite file (--db sqlite, the default) or a throwaway PostgreSQL
-  database (--db postgres; --db both runs both, one after the other), with `migrate`, `add-bridge` and `seed-demo`.
+  database (--db postgres), or both one after the other (--db both, the default); `migrate`, `add-bridge`, `seed-demo`.
 Timeline: 20 calls/s for 10 s with the CRM up; the CRM is killed (SIGKILL); the outage; the CRM is started again on
 the same database and port while calls go on at 20 calls/s; the PBX stops calling 10 s after the catch-up; then the
-PBX goes idle and the bridge delivers everything.
+PBX goes idle and the bridge delivers everything. --db both (the default) runs it on SQLite, then on PostgreSQL.
 
 What is compressed: the outage's *calls*, not its clock. Ten minutes at 20 calls/s is 12,000 calls; they are placed
 during a 120 s real outage at 100 calls/s (--quick: 2,400 calls, two minutes' worth, in 24 s). The PBX, the bridge
@@ -44,13 +44,17 @@ CATCH_UP_LIMIT_S = 900.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="sqlite",
-                        help="the CRM's database (default sqlite; postgres: a throwaway database on --pg-url)")
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both",
+                        help="the CRM's database(s) (default both; postgres: a throwaway database on --pg-url)")
     parser.add_argument("--pg-url", default=_stack.DEFAULT_PG_URL,
                         help="a PostgreSQL database to connect to for creating the throwaway one")
     parser.add_argument("--outage-seconds", type=float, default=None,
-                        help="real length of the outage (default 120; --quick 24); the calls of 10 minutes (2 with "
-                             "--quick) at 20 calls/s are placed during it")
+                        help="real length of the outage (default 120; --quick 24)")
+    parser.add_argument("--outage-minutes", type=float, default=None,
+                        help="the outage whose calls (at 20 calls/s) are placed during it (default 10; --quick 2)")
+    parser.add_argument("--warm-up", type=float, default=10.0, help="seconds of calls before the outage (default 10)")
+    parser.add_argument("--tail", type=float, default=10.0,
+                        help="seconds of calls after the catch-up (default 10)")
 
 
 def run(options: argparse.Namespace, results: Results, workdir: Path) -> None:
@@ -64,7 +68,7 @@ def run(options: argparse.Namespace, results: Results, workdir: Path) -> None:
 
 def one_database(kind: str, options: argparse.Namespace, results: Results, workdir: Path) -> None:
     workdir.mkdir(parents=True)
-    minutes = 2.0 if options.quick else OUTAGE_MINUTES
+    minutes = options.outage_minutes or (2.0 if options.quick else OUTAGE_MINUTES)
     outage_s = options.outage_seconds or (24.0 if options.quick else 120.0)
     outage_calls = round(minutes * 60 * BASE_RATE)
     outage_rate = outage_calls / outage_s
@@ -73,16 +77,16 @@ def one_database(kind: str, options: argparse.Namespace, results: Results, workd
         secret_file = _stack.prepare_crm(db, workdir)
         ami_secret = "proof-ami-" + os.urandom(8).hex()
         pbx = PbxThread(_stack.agents(AGENTS), ami_secret)
+        crm = CrmServer(db, workdir)
+        bridge = BridgeProcess(workdir, crm_port=crm.port, secret_file=secret_file, ami_port=pbx.port,
+                               ami_secret=ami_secret)
         try:
-            crm = CrmServer(db, workdir)
             crm.start()
-            bridge = BridgeProcess(workdir, crm_port=crm.port, secret_file=secret_file, ami_port=pbx.port,
-                                   ami_secret=ami_secret)
             bridge.start()
             log(f"{kind}: CRM on {crm.port}, bridge on {bridge.port}, PBX AMI on {pbx.port}; "
-                f"{BASE_RATE:g} calls/s for 10 s")
+                f"{BASE_RATE:g} calls/s for {options.warm_up:g} s")
             pbx.set_rate(BASE_RATE)
-            time.sleep(10)
+            time.sleep(options.warm_up)
 
             before = pbx.calls_started
             crm.kill()
@@ -101,7 +105,7 @@ def one_database(kind: str, options: argparse.Namespace, results: Results, workd
             delivered_at_back = metrics["callcenter_bridge_events_delivered_total"]
             first_delivery, caught_up = catch_up(bridge, back_at, backlog_mark, delivered_at_back, kind)
             backlog = backlog_mark - delivered_at_back
-            time.sleep(10)
+            time.sleep(options.tail)
             pbx.set_rate(0)
             log(f"{kind}: {pbx.calls_started:,} calls in all; waiting for the PBX to go idle and the bridge to deliver")
             _stack.settle(pbx, bridge, db)
@@ -112,6 +116,8 @@ def one_database(kind: str, options: argparse.Namespace, results: Results, workd
             seen = _stack.compare(pbx.record, db)
             stored_events = len(_stack.processed_event_ids(db))
         finally:
+            bridge.stop()
+            crm.stop()
             pbx.close()
     events_in = int(final["callcenter_bridge_events_in_total"])
     delivered = int(final["callcenter_bridge_events_delivered_total"])
