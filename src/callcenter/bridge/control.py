@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import errno
 import hmac
 import html
@@ -44,6 +45,7 @@ import uvicorn
 from callcenter import wire
 from callcenter.bridge import logs
 from callcenter.bridge.connectors.base import INVALID_COMMAND, PBX_UNAVAILABLE, TIMEOUT, Connector
+from callcenter.bridge.outbox import DeadLetter
 from callcenter.bridge.settings import (
     BridgeSettings,
     Secret,
@@ -151,6 +153,10 @@ class ControlTarget(Protocol):
     def status(self) -> BridgeStatus: ...
 
     def recent_errors(self) -> list[str]: ...
+
+    def dead_letter_list(self, limit: int) -> list[DeadLetter]: ...
+
+    def requeue_dead_letters(self) -> int: ...
 
     async def start_pbx(self) -> None: ...
 
@@ -496,6 +502,8 @@ class ControlListener:
             except ValueError:
                 phone_system = self.target.settings.phone_system
             await _html(send, 200, self._settings_page(session, phone_system, None, []))
+        elif path == "/dead-letters":
+            await _html(send, 200, self._dead_letters_page(session))
         elif path == "/errors":
             await _html(send, 200, self._errors_page())
 
@@ -517,6 +525,12 @@ class ControlListener:
             del self._sessions[session_id]
             await _html(send, 200, _document("Exiting", "<p>The bridge is stopping. You can close this page.</p>"))
             self.target.request_exit()
+        elif path == "/dead-letters":
+            count = self.target.requeue_dead_letters()
+            log.warning("%d dead letters queued again for the CRM from the settings page", count)
+            session.flash.append(f"{count} events queued again for the CRM. / "
+                                 f"{count} συμβάντα μπήκαν ξανά στην ουρά για το CRM.")
+            await _redirect(send, "/")
         elif path == "/logout":
             del self._sessions[session_id]
             await _redirect(send, "/login", cookie=f"{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict")
@@ -576,6 +590,9 @@ class ControlListener:
             ("CRM (callback)", settings.crm_url),
             ("Events waiting for the CRM", str(status.outbox_depth)),
         ]
+        if status.dead_letters:
+            rows.append(("Events the CRM refused (dead letters) / Συμβάντα που απέρριψε το CRM",
+                         f"{status.dead_letters}: see Dead letters below / δείτε παρακάτω"))
         if status.crm_last_error:
             rows.append(("Last CRM error", status.crm_last_error))
         table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
@@ -589,6 +606,8 @@ class ControlListener:
             f'<form method="post" action="/stop" class="inline"><input type="hidden" name="csrf" value="{csrf}">'
             f"<button{'' if status.pbx_running else ' disabled'}>Stop</button></form>"
             '<form method="get" action="/errors" class="inline"><button>Error log</button></form>'
+            '<form method="get" action="/dead-letters" class="inline"><button>Dead letters'
+            f"{f' ({status.dead_letters})' if status.dead_letters else ''}</button></form>"
             f'<form method="post" action="/exit" class="inline"><input type="hidden" name="csrf" value="{csrf}">'
             "<button>Exit</button></form>"
             f'<form method="post" action="/logout" class="inline"><input type="hidden" name="csrf" value="{csrf}">'
@@ -621,6 +640,39 @@ class ControlListener:
         )
         return _document(f"Settings: {_SYSTEM_LABEL[phone_system]}", body)
 
+    def _dead_letters_page(self, session: _Session) -> str:
+        """The events the CRM refused on their own: id, type, time, when and why, and a button to queue them again
+        (after the cause is fixed: e.g. the CRM upgraded, or the PBX's clock corrected)."""
+        letters = self.target.dead_letter_list(DEAD_LETTERS_SHOWN)
+        total = self.target.status().dead_letters
+        rows = []
+        for letter in letters:
+            try:
+                event = wire.decode_event(letter.body)
+                kind, when = _event_tag(event), _utc(event.occurred_at)
+            except wire.WireError:
+                kind, when = "?", "?"
+            rows.append(
+                f"<tr><td><code>{_e(letter.event_id)}</code></td><td>{_e(kind)}</td><td>{_e(when)}</td>"
+                f"<td>{_e(_utc(letter.failed_at))}</td><td>{letter.status}</td><td>{_e(letter.reason)}</td></tr>"
+            )
+        if not rows:
+            body = "<p>No dead letters: the CRM has taken every event. / Κανένα απορριφθέν συμβάν.</p>"
+        else:
+            shown = f"the first {len(letters)} of {total}" if total > len(letters) else f"{total}"
+            body = (
+                f"<p>{_e(shown)} events the CRM refused on their own. They are kept here, not lost; fix the cause "
+                "(the reason says it), then queue them again with the button below.</p>"
+                '<p lang="el">Συμβάντα που το CRM απέρριψε μεμονωμένα. Φυλάσσονται εδώ· διορθώστε την αιτία και '
+                "βάλτε τα ξανά στην ουρά.</p>"
+                "<table><tr><th>Event id / Συμβάν</th><th>Type / Τύπος</th><th>Time / Ώρα (UTC)</th>"
+                "<th>Refused at / Απορρίφθηκε (UTC)</th><th>HTTP</th><th>Reason / Αιτία</th></tr>"
+                f"{''.join(rows)}</table>"
+                f'<form method="post" action="/dead-letters"><input type="hidden" name="csrf" '
+                f'value="{_e(session.csrf)}"><button>Queue them again / Ξανά στην ουρά</button></form>'
+            )
+        return _document("Dead letters", f'{body}<p><a href="/">Back</a></p>')
+
     def _errors_page(self) -> str:
         settings = self.target.settings
         lines = logs.read_error_log(settings.data_dir, 500) if settings.external_log else []
@@ -642,6 +694,7 @@ _PAGES: Final[Mapping[str, tuple[str, ...]]] = {
     "/": ("GET", "HEAD"),
     "/settings": ("GET", "HEAD", "POST"),
     "/errors": ("GET", "HEAD"),
+    "/dead-letters": ("GET", "HEAD", "POST"),
     "/start": ("POST",),
     "/stop": ("POST",),
     "/exit": ("POST",),
@@ -979,6 +1032,20 @@ def _status_timeout(settings: BridgeSettings) -> float:
 
 def _command_type(command: wire.Command) -> str:
     return str(type(command).__struct_config__.tag)
+
+
+DEAD_LETTERS_SHOWN: Final = 200
+
+
+def _event_tag(event: wire.Event) -> str:
+    return str(type(event).__struct_config__.tag)
+
+
+def _utc(seconds: float) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return repr(seconds)
 
 
 def _e(value: str) -> str:

@@ -40,7 +40,7 @@ from callcenter.bridge.connectors.base import Connector
 from callcenter.bridge.control import BridgeStatus, ControlListener, ListenError, StartError, bind_listener
 from callcenter.bridge.delivery import Deliverer
 from callcenter.bridge.logs import BridgeLogs
-from callcenter.bridge.outbox import Outbox, OutboxClosedError, OutboxError
+from callcenter.bridge.outbox import DeadLetter, Outbox, OutboxClosedError, OutboxError
 from callcenter.bridge.settings import BridgeSettings
 
 log = logging.getLogger("callcenter.bridge")
@@ -170,6 +170,14 @@ class Bridge:
 
     def recent_errors(self) -> list[str]:
         return list(self.logs.recent.lines)
+
+    def dead_letter_list(self, limit: int) -> list[DeadLetter]:
+        """The events the CRM refused on their own (for the settings page); none while the outbox is closed."""
+        return self.outbox.dead_letter_list(limit) if self.outbox is not None else []
+
+    def requeue_dead_letters(self) -> int:
+        """Queue every dead letter again for the CRM (the settings page's button); how many."""
+        return self.outbox.requeue_dead_letters() if self.outbox is not None else 0
 
     # ---- life cycle -------------------------------------------------------------------------------------------------
 
