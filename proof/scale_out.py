@@ -280,7 +280,7 @@ def run(options: argparse.Namespace, results: Results, workdir: Path) -> None:
         f"{seen.pbx_legs:,} legs rung in the run, {seen.stored:,} stored once; lost {len(seen.missing)}, "
         f"duplicated {seen.duplicated}, open {seen.open_after}, failed {seen.failed_events}; "
         f"{len(kill_numbers) - len(kill_missing)} of {len(kill_numbers)} calls of the kill phase popped on B"
-        f"{'' if not closed_b else f'; {len(closed_b)} screens on B closed'}",
+        f"{'' if not closed_b else f'; {len(closed_b)} screens on B closed ({closed_b[0][:100]})'}",
         not seen.missing and seen.duplicated == 0 and seen.open_after == 0 and seen.failed_events == 0,
     )
 
