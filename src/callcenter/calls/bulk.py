@@ -19,44 +19,60 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import connections, models, router
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Field, Model
 
 _M = TypeVar("_M", bound=Model)
 
 # Field classes whose get_db_prep_save() returns a value of this exact type unchanged: on every backend, and on
-# SQLite also integers (PostgreSQL's backend wraps them in a type of the column's size).
+# SQLite also integers (PostgreSQL's backend wraps those of integer fields in a type of the column's size, below).
 _UNCHANGED: dict[type[Field[Any, Any]], type] = {
     models.CharField: str, models.TextField: str, models.SlugField: str, models.BooleanField: bool,
 }
+_INTEGER_FIELDS = (models.IntegerField, models.PositiveIntegerField, models.PositiveSmallIntegerField,
+                   models.SmallIntegerField, models.BigIntegerField, models.PositiveBigIntegerField)
+_AUTO_FIELDS = (models.AutoField, models.BigAutoField, models.SmallAutoField)
 _UNCHANGED_ON_SQLITE: dict[type[Field[Any, Any]], type] = {
-    **_UNCHANGED,
-    models.IntegerField: int, models.PositiveIntegerField: int, models.PositiveSmallIntegerField: int,
-    models.SmallIntegerField: int, models.BigIntegerField: int, models.AutoField: int, models.BigAutoField: int,
+    **_UNCHANGED, **dict.fromkeys(_INTEGER_FIELDS, int), **dict.fromkeys(_AUTO_FIELDS, int),
 }
+# On PostgreSQL an auto field's get_db_prep_value() is get_prep_value() (int() of an int) and
+# validate_autopk_value(), which returns the value unless a backend overrides it.
+_UNCHANGED_ON_POSTGRESQL: dict[type[Field[Any, Any]], type] = {**_UNCHANGED, **dict.fromkeys(_AUTO_FIELDS, int)}
 
 
 def preparer(field: Field[Any, Any], connection: BaseDatabaseWrapper) -> Callable[[Any], Any]:
     """``field.get_db_prep_save(value, connection)`` as a one-argument function, with a shortcut for the values it
-    would not change. Only for fields of the exact classes above (a subclass may prepare differently)."""
-    return _preparer(field, connection.alias, connection.vendor)
+    would not change (or, for integers on PostgreSQL, would only wrap). Only for fields of the exact classes above (a
+    subclass may prepare differently). Bound to ``connection``: make one per statement, not once for all threads."""
 
-
-@functools.cache
-def _preparer(field: Field[Any, Any], alias: str, vendor: str) -> Callable[[Any], Any]:
     def generic(value: Any) -> Any:
-        return field.get_db_prep_save(value, connections[alias])
+        return field.get_db_prep_save(value, connection)
 
+    vendor = connection.vendor
     target: Field[Any, Any] = field
     if isinstance(field, models.ForeignKey) and type(field) in (models.ForeignKey, models.OneToOneField):
         target = field.target_field  # what ForeignKey.get_db_prep_save() defers to, for all but None and ""
-    kind = (_UNCHANGED_ON_SQLITE if vendor == "sqlite" else _UNCHANGED).get(type(target))
+    if vendor == "sqlite":
+        kind = _UNCHANGED_ON_SQLITE.get(type(target))
+    elif vendor == "postgresql" and _plain_autopk(connection):
+        kind = _UNCHANGED_ON_POSTGRESQL.get(type(target))
+    else:
+        kind = _UNCHANGED.get(type(target))
     if kind is not None:
         def unchanged(value: Any) -> Any:
             return value if value is None or type(value) is kind else generic(value)
 
         return unchanged
+    wrap = _integer_wrapper(target, connection)
+    if wrap is not None:
+        # IntegerField.get_db_prep_value(): int() of an int, then the backend's adapt_integerfield_value(), which on
+        # PostgreSQL (psycopg 3) wraps it in the psycopg type of the column's size (Int2, Int4, Int8).
+        def wrapped(value: Any) -> Any:
+            return None if value is None else wrap(value) if type(value) is int else generic(value)
+
+        return wrapped
     if type(field) is models.DateTimeField and settings.USE_TZ:
-        if vendor == "sqlite" and connections[alias].timezone is dt.UTC:
+        if vendor == "sqlite" and connection.timezone is dt.UTC:
             # DateTimeField.get_prep_value() keeps an aware datetime; SQLite's adapt_datetimefield_value() makes it
             # naive in UTC and returns str(value). For a datetime already in UTC that is str() without the zone.
             def sqlite_datetime(value: Any) -> Any:
@@ -75,6 +91,23 @@ def _preparer(field: Field[Any, Any], alias: str, vendor: str) -> Callable[[Any]
 
             return aware_datetime
     return generic
+
+
+def _plain_autopk(connection: BaseDatabaseWrapper) -> bool:
+    return type(connection.ops).validate_autopk_value is BaseDatabaseOperations.validate_autopk_value
+
+
+def _integer_wrapper(field: Field[Any, Any], connection: BaseDatabaseWrapper) -> Callable[[int], Any] | None:
+    """What PostgreSQL's adapt_integerfield_value() wraps an int of ``field`` in, if that is all it does."""
+    if connection.vendor != "postgresql" or type(field) not in _INTEGER_FIELDS:
+        return None
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    ops = connection.ops
+    if type(ops).adapt_integerfield_value is not DatabaseOperations.adapt_integerfield_value:
+        return None
+    wrapper: Callable[[int], Any] | None = getattr(ops, "integerfield_type_map", {}).get(field.get_internal_type())
+    return wrapper
 
 
 def prepared(rows: Sequence[Model], fields: Sequence[Field[Any, Any]], connection: BaseDatabaseWrapper, *,
@@ -106,11 +139,13 @@ def _run(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *, ma
                 return raw.fetchall() if returning else []
         if connection.vendor == "postgresql" and not connection.queries_logged:
             # Django's cursors bind on the client: psycopg writes every value, each array element included, into
-            # the statement's text in Python. A plain psycopg cursor sends them apart, dumped by its C code.
+            # the statement's text in Python. A plain psycopg cursor sends them apart, and in binary (%b): an array
+            # in text would be quoted and escaped element by element in Python (8 times slower), and the server
+            # would parse each element's text.
             import psycopg
 
             with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as server_bound:
-                (server_bound.executemany if many else server_bound.execute)(sql, params)
+                (server_bound.executemany if many else server_bound.execute)(sql.replace("%s", "%b"), params)
                 return server_bound.fetchall() if returning else []
         (cursor.executemany if many else cursor.execute)(sql, params)
         return cursor.fetchall() if returning else []
