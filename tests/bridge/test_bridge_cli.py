@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -308,3 +309,76 @@ def test_capture_says_when_it_cannot_connect(
                         "--secret-file", str(secret_file), str(tmp_path / "x.ami")], capsys)
     assert code == 1
     assert f"cannot connect to AMI at 127.0.0.1:{port}" in err
+
+
+# ---- config errors: one line naming the key, exit 2, for every sub-command (issue 11, finding 6) ----------------
+
+SETTINGS_COMMANDS = [["run"], ["check"], ["errors"], ["autostart", "on"], ["login-link"]]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"bridge": {"port": "abc"}}, "[bridge] port"),
+        ({"bridge": {"heartbeat_seconds": 0}}, "[bridge] heartbeat_seconds"),
+        ({"asterisk": {"port": 70000}}, "[asterisk] port"),
+        ({"bridge": {"secret": "short"}}, "[bridge] secret"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it_for_every_command(
+    write_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    change: dict[str, dict[str, object]], named: str,
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    config = write_config(**change)
+    for command in SETTINGS_COMMANDS:
+        code = cli.main([*command, "--config", str(config)])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if "fix the settings first" not in line]
+        assert code == 2, (command, err)
+        assert len(lines) == 1 and lines[0].startswith(f"callcenter bridge {command[0]}: ") and named in lines[0], err
+        assert "Traceback" not in err
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_a_missing_settings_file_names_the_variable_that_named_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLCENTER_BRIDGE_CONFIG", str(tmp_path / "nowhere.toml"))
+    for command in SETTINGS_COMMANDS:
+        assert cli.main(command) == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if "fix the settings first" not in line]
+        assert len(lines) == 1 and "CALLCENTER_BRIDGE_CONFIG" in lines[0] and "nowhere.toml" in lines[0], lines
+
+
+def test_every_sub_command_has_help_without_any_settings(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CALLCENTER_BRIDGE_CONFIG", str(tmp_path / "nowhere.toml"))
+    for command in [["replay"], ["capture"], *SETTINGS_COMMANDS]:
+        with pytest.raises(SystemExit) as exited:
+            cli.main([*command, "--help"])
+        assert exited.value.code == 0
+        assert "usage: callcenter bridge" in capsys.readouterr().out
+
+
+# ---- login-link -------------------------------------------------------------------------------------------------
+
+
+def test_login_link_prints_a_one_time_link_and_keeps_only_its_digest(
+    write_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from callcenter.bridge import login_links
+
+    port = 5999
+    config = write_config(bridge={"port": port, "address": "0.0.0.0"})
+    assert cli.main(["login-link", "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    link = out.strip()
+    assert link.startswith(f"http://127.0.0.1:{port}/login?token=") and len(out.splitlines()) == 1
+    assert "works once" in err and "no bridge answers" in err  # none runs here
+    token = link.split("token=", 1)[1]
+    data_dir = tmp_path / "data"
+    stored = list((data_dir / login_links.DIRECTORY_NAME).iterdir())
+    assert [path.name for path in stored] == [login_links.digest(token)]
+    assert login_links.redeem(data_dir, token) and not login_links.redeem(data_dir, token)

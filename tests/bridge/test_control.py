@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
+import stat
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ import httpx
 import pytest
 
 from callcenter import wire
+from callcenter.bridge import control, login_links
 from callcenter.bridge.connectors.base import Connector
 from callcenter.bridge.control import (
     MAX_COMMAND_BYTES,
@@ -336,9 +339,9 @@ def test_an_address_of_another_machine_is_one_clear_sentence() -> None:
 
 
 @contextlib.asynccontextmanager
-async def logged_in(url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=url) as client:
-        response = await client.get(f"/login?token={ADMIN_TOKEN}")
+async def logged_in(running: Running) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        response = await client.get(running.listener.login_link())
         assert response.status_code == 303 and response.headers["location"] == "/"
         yield client
 
@@ -375,8 +378,8 @@ async def test_the_page_needs_a_login(running: Running) -> None:
     assert running.target.running
 
 
-async def test_the_login_form_takes_the_admin_token_or_the_bridge_secret(running: Running) -> None:
-    for typed, status in (("wrong-wrong-wrong", 403), (ADMIN_TOKEN, 303), (BRIDGE_SECRET, 303)):
+async def test_the_login_form_takes_the_bridge_secret_or_a_one_time_token(running: Running) -> None:
+    for typed, status in (("wrong-wrong-wrong", 403), (ADMIN_TOKEN, 303), (ADMIN_TOKEN, 403), (BRIDGE_SECRET, 303)):
         async with httpx.AsyncClient(base_url=running.url) as client:
             form = await client.get("/login")
             response = await client.post("/login", data={"csrf": csrf_of(form.text), "token": typed})
@@ -393,7 +396,7 @@ async def test_the_login_form_refuses_a_post_from_elsewhere(running: Running) ->
 
 
 async def test_the_home_page_shows_the_menu_and_escapes_what_it_shows(running: Running) -> None:
-    async with logged_in(running.url) as client:
+    async with logged_in(running) as client:
         page = (await client.get("/")).text
         for label in ("Phone system", "Settings", "Start", "Stop", "Error log", "Exit"):
             assert f">{label}<" in page or f"{label} <select" in page
@@ -406,7 +409,7 @@ async def test_the_home_page_shows_the_menu_and_escapes_what_it_shows(running: R
 
 
 async def test_stop_and_start_from_the_page(running: Running) -> None:
-    async with logged_in(running.url) as client:
+    async with logged_in(running) as client:
         page = (await client.get("/")).text
         assert (await client.post("/stop", data={"csrf": csrf_of(page)})).status_code == 303
         assert not running.target.running
@@ -417,7 +420,7 @@ async def test_stop_and_start_from_the_page(running: Running) -> None:
 
 
 async def test_a_post_without_the_session_token_or_from_another_origin_is_refused(running: Running) -> None:
-    async with logged_in(running.url) as client:
+    async with logged_in(running) as client:
         token = csrf_of((await client.get("/")).text)
         assert (await client.post("/stop", data={"csrf": "forged"})).status_code == 403
         response = await client.post("/stop", data={"csrf": token}, headers={"origin": "http://evil.example"})
@@ -428,7 +431,7 @@ async def test_a_post_without_the_session_token_or_from_another_origin_is_refuse
 
 
 async def test_the_settings_form_never_shows_a_password(running: Running) -> None:
-    async with logged_in(running.url) as client:
+    async with logged_in(running) as client:
         for system in ("asterisk", "tsapi", "tapi"):
             page = (await client.get(f"/settings?system={system}")).text
             assert BRIDGE_SECRET not in page and AMI_SECRET not in page
@@ -462,7 +465,7 @@ def form_of(page: str) -> dict[str, str]:
 
 
 async def test_saving_writes_the_file_keeps_secrets_and_applies(running: Running) -> None:
-    async with logged_in(running.url) as client:
+    async with logged_in(running) as client:
         data = form_of((await client.get("/settings?system=asterisk")).text)
         data.update({"asterisk.host": "pbx.example", "bridge.extensions": "100, 102", "asterisk.profile": "lab"})
         response = await client.post("/settings", data=data)
@@ -477,7 +480,7 @@ async def test_saving_writes_the_file_keeps_secrets_and_applies(running: Running
 
 
 async def test_a_typed_password_replaces_the_old_one(running: Running) -> None:
-    async with logged_in(running.url) as client:
+    async with logged_in(running) as client:
         data = form_of((await client.get("/settings")).text)
         data["asterisk.secret"] = "a-new-ami-password"
         assert (await client.post("/settings", data=data)).status_code == 303
@@ -485,7 +488,7 @@ async def test_a_typed_password_replaces_the_old_one(running: Running) -> None:
 
 
 async def test_choosing_another_phone_system_saves_it_with_its_form(running: Running) -> None:
-    async with logged_in(running.url) as client:
+    async with logged_in(running) as client:
         data = form_of((await client.get("/settings?system=tapi")).text)
         assert data["bridge.phone_system"] == "tapi"
         data.update({"tapi.phone_type": "custom", "tapi.phone_type_name": "Vendor TSP", "tapi.internal_phone": "100"})
@@ -497,7 +500,7 @@ async def test_choosing_another_phone_system_saves_it_with_its_form(running: Run
 
 async def test_invalid_settings_are_shown_and_not_saved(running: Running) -> None:
     before = running.config.read_text()
-    async with logged_in(running.url) as client:
+    async with logged_in(running) as client:
         data = form_of((await client.get("/settings")).text)
         data.update({"bridge.port": "8000", "bridge.address": "<b>x</b>"})
         response = await client.post("/settings", data=data)
@@ -508,25 +511,106 @@ async def test_invalid_settings_are_shown_and_not_saved(running: Running) -> Non
 
 
 async def test_exit_stops_the_bridge(running: Running) -> None:
-    async with logged_in(running.url) as client:
+    async with logged_in(running) as client:
         response = await client.post("/exit", data={"csrf": csrf_of((await client.get("/")).text)})
     assert response.status_code == 200 and "stopping" in response.text
     assert running.target.exit_requested
 
 
 async def test_log_out_ends_the_session(running: Running) -> None:
-    async with logged_in(running.url) as client:
+    async with logged_in(running) as client:
         await client.post("/logout", data={"csrf": csrf_of((await client.get("/")).text)})
         assert (await client.get("/")).status_code == 303
 
 
-def test_the_login_link_is_printed_for_loopback() -> None:
+def test_the_page_is_on_the_loopback_and_a_link_is_made_only_when_asked() -> None:
     sock = bind_listener("127.0.0.1", 0)
     try:
-        listener = ControlListener(_Nothing(), sock, admin_token="tok")  # type: ignore[arg-type]
-        assert listener.login_url == f"http://127.0.0.1:{sock.getsockname()[1]}/login?token=tok"
+        listener = ControlListener(_Nothing(), sock)  # type: ignore[arg-type]
+        port = sock.getsockname()[1]
+        assert listener.page_url == f"http://127.0.0.1:{port}/"
+        assert not hasattr(listener, "login_url") and not hasattr(listener, "admin_token")
+        first, second = listener.login_link(), listener.login_link("/settings", "tsapi")
+        assert first.startswith(f"http://127.0.0.1:{port}/login?token=") and first != second
+        assert second.endswith("&next=/settings&system=tsapi")
     finally:
         sock.close()
+
+
+async def test_a_login_link_works_once(running: Running) -> None:
+    link = running.listener.login_link()
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        assert (await client.get(link)).status_code == 303
+        assert (await client.get("/")).status_code == 200
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        again = await client.get(link)
+        assert again.status_code == 403 and "used already" in again.text
+        assert (await client.get("/")).status_code == 303
+
+
+async def test_a_login_link_expires(running: Running) -> None:
+    token = running.listener._links.issue(now=time.monotonic() - login_links.LINK_SECONDS - 1)
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        assert (await client.get(f"/login?token={token}")).status_code == 403
+
+
+async def test_a_link_from_the_login_link_command_works_once_in_the_running_bridge(running: Running) -> None:
+    """`callcenter bridge login-link` runs in another process: it leaves the token's digest in the data directory."""
+    data_dir = running.target.settings.data_dir
+    token = login_links.issue(data_dir)
+    directory = data_dir / login_links.DIRECTORY_NAME
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    files = list(directory.iterdir())
+    assert [stat.S_IMODE(path.stat().st_mode) for path in files] == [0o600]
+    assert token not in files[0].name and token not in files[0].read_text()
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        assert (await client.get(f"/login?token={token}&next=/errors")).headers["location"] == "/errors"
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        assert (await client.get(f"/login?token={token}")).status_code == 403
+    expired = login_links.issue(data_dir, now=time.time() - login_links.LINK_SECONDS - 1)
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        assert (await client.get(f"/login?token={expired}")).status_code == 403
+
+
+async def _type(client: httpx.AsyncClient, typed: str) -> httpx.Response:
+    form = await client.get("/login")
+    return await client.post("/login", data={"csrf": csrf_of(form.text), "token": typed})
+
+
+async def test_typing_is_throttled_per_address_and_says_when_to_try_again(
+    running: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("callcenter.bridge.control.FAILED_LOGIN_DELAY", 0)
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        with caplog.at_level(logging.WARNING, logger="callcenter.bridge.control"):
+            for _ in range(control.LOGIN_LIMIT - 1):
+                assert (await _type(client, "wrong-secret-typed")).status_code == 403
+            fifth = await _type(client, "wrong-secret-typed")
+        assert fifth.status_code == 429
+        assert re.search(r"Try again at \d\d:\d\d \(in 15 minutes\)", fifth.text), fifth.text[:900]
+        assert "Δοκιμάστε ξανά στις" in fifth.text and "callcenter bridge login-link" in fifth.text
+        refused = await _type(client, BRIDGE_SECRET)  # even the right secret, while locked
+        assert refused.status_code == 429 and (await client.get("/")).status_code == 303
+        failures = [r.getMessage() for r in caplog.records if "failed login" in r.getMessage()]
+        assert failures == ["settings page: failed login (wrong bridge secret) from 127.0.0.1"] * control.LOGIN_LIMIT
+        assert "wrong-secret-typed" not in caplog.text and BRIDGE_SECRET not in caplog.text
+        # The lock never shuts the owner out: a one-time link still logs in.
+        assert (await client.get(running.listener.login_link())).status_code == 303
+        assert (await client.get("/")).status_code == 200
+
+
+def test_the_throttle_locks_one_address_for_fifteen_minutes_after_the_last_failure() -> None:
+    throttle = control.LoginThrottle()
+    for n in range(control.LOGIN_LIMIT - 1):
+        assert throttle.failed("127.0.0.1", 100.0 + n) is None
+    until = throttle.failed("127.0.0.1", 200.0)
+    assert until == 200.0 + control.LOGIN_LOCK
+    assert throttle.locked_until("::1", 201.0) is None  # another address is not blocked
+    assert throttle.locked_until("127.0.0.1", until - 1) == until
+    assert throttle.locked_until("127.0.0.1", until) is None
+    throttle.failed("::1", 300.0)
+    throttle.succeeded("::1")
+    assert throttle.locked_until("::1", 301.0) is None
 
 
 class _Nothing:

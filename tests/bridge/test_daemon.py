@@ -280,8 +280,10 @@ async def test_no_secret_appears_in_any_log_file_or_output_of_a_full_run(
     for secret in (BRIDGE_SECRET, AMI_SECRET, AGENT_PASSWORD):
         for where, content in outputs.items():
             assert secret.encode() not in content, f"{secret} in {where}"
-    for where, content in outputs.items():  # the admin token is printed once, on stdout, and nowhere else
-        assert (ADMIN_TOKEN.encode() in content) == (where == "stdout"), where
+    for where, content in outputs.items():  # a login token is never printed or logged (issue 11, finding 5)
+        assert ADMIN_TOKEN.encode() not in content, where
+        assert b"login?token=" not in content, where
+    assert "callcenter bridge login-link" in out.getvalue()
 
 
 async def test_a_heartbeat_repeats_the_link_state(

@@ -50,10 +50,19 @@ def test_run_serves_until_a_signal_then_exits_cleanly(
     config = write_config(bridge={"port": port, "callback_port": free_port(), "extended_log": True})
     bridge = run_stub(processes, "run", "--config", str(config))
 
-    link = bridge.wait_for(SETTINGS_PAGE, 30).group(1).strip()
-    assert link.startswith(f"http://127.0.0.1:{port}/login?token=")
+    page = bridge.wait_for(SETTINGS_PAGE, 30).group(1).strip()
+    assert page.startswith(f"http://127.0.0.1:{port}/ ") and "token" not in "".join(bridge.stdout)
+    assert f"callcenter bridge login-link --config {config}" in "".join(bridge.stdout)
     health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
     assert health["status"] == "ok" and health["pbx_connected"] is True
+    # The login link comes from another process, only when asked, and works once.
+    asked = run_callcenter("bridge", "login-link", "--config", str(config))
+    assert asked.returncode == 0, asked.stderr
+    link = asked.stdout.strip()
+    assert link.startswith(f"http://127.0.0.1:{port}/login?token=") and "no bridge answers" not in asked.stderr
+    with httpx.Client() as browser:
+        assert browser.get(link).status_code == 303 and browser.get(f"http://127.0.0.1:{port}/").status_code == 200
+    assert httpx.get(link, timeout=5).status_code == 403
 
     bridge.process.send_signal(sig)
     assert bridge.finish(20) == 0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from callcenter import wire
 from callcenter.bridge.daemon import Bridge
@@ -114,7 +117,13 @@ def test_the_threaded_bridge_behind_the_icon_starts_stops_opens_pages_and_exits(
         assert wait_until(lambda: runner.pbx_running() and len(stubs) == 2 and stubs[1].connected)
 
         runner.open_page("/settings", "tsapi")
-        assert opened == [f"http://127.0.0.1:{settings.port}/login?token=tok&next=/settings&system=tsapi"]
+        runner.open_page("/errors")
+        first, second = opened  # a new one-time link each time, handed to the browser only
+        assert re.fullmatch(rf"http://127.0.0.1:{settings.port}/login\?token=[\w-]+&next=/settings&system=tsapi", first)
+        assert second.startswith(f"http://127.0.0.1:{settings.port}/login?token=") and second.endswith("&next=/errors")
+        with httpx.Client() as browser:
+            assert browser.get(first).headers["location"] == "/settings?system=tsapi"
+            assert browser.get(first).status_code == 403
     finally:
         runner.exit()
         assert runner.finished.wait(15)

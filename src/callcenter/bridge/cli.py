@@ -3,6 +3,7 @@
     callcenter bridge replay CAPTURE [--ext 100 ...] [--profile lab|production] [--internal-digits N]
     callcenter bridge capture --host H [--port 5038] --user U [--secret-file F] OUT [--seconds N]
     callcenter bridge run | check | errors | autostart on|off [--config FILE]   the daemon (bridge/commands.py)
+    callcenter bridge login-link [--config FILE]   a one-time link to the running bridge's settings page
 
 ``replay`` reads a raw AMI byte capture (from ``capture``, ``nc`` or a tcpdump payload) through the same codec and
 translator as the live bridge and prints one JSON wire event per line. ``capture`` logs in to a real AMI port and

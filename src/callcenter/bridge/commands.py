@@ -4,6 +4,7 @@
     callcenter bridge check [--config FILE]            check the settings and print them (secrets as ***)
     callcenter bridge errors [--config FILE] [--lines N]   show the error log (S-5.5)
     callcenter bridge autostart on|off [--config FILE]     start the bridge at log-on, or not (S-5.11)
+    callcenter bridge login-link [--config FILE]       print a one-time link to the running bridge's settings page
 
 ``--config`` defaults to ``$CALLCENTER_BRIDGE_CONFIG``, else ``~/.config/callcenter/bridge.toml``. Exit status 2
 means the settings (or the port, the data directory, the phone system) are wrong: the message says what to do.
@@ -14,12 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from callcenter.bridge import autostart, logs
-from callcenter.bridge.settings import BridgeSettings, SettingsError, default_config_path, load_settings
+from callcenter.bridge import autostart, login_links, logs
+from callcenter.bridge.settings import ENV_CONFIG, BridgeSettings, SettingsError, default_config_path, load_settings
 
 
 def add_daemon_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -28,7 +31,7 @@ def add_daemon_commands(commands: argparse._SubParsersAction[Any]) -> None:
     run = commands.add_parser(
         "run", help="run the bridge: connect to the PBX, deliver calls to the CRM, take its commands",
         description="Runs the bridge until Ctrl-C or SIGTERM (or Exit on its settings page). It prints where it "
-        "listens and the login link of its local settings page (valid until the bridge stops).",
+        "listens and where its local settings page is; `callcenter bridge login-link` prints a link to log in there.",
     )
     run.add_argument("--config", type=Path, help=config_help)
     run.add_argument("--tray", action="store_true",
@@ -55,6 +58,16 @@ def add_daemon_commands(commands: argparse._SubParsersAction[Any]) -> None:
     start.add_argument("--config", type=Path, help=config_help)
     start.set_defaults(handler=_autostart)
 
+    link = commands.add_parser(
+        "login-link", help="print a one-time link to the bridge's settings page (works once, for 10 minutes)",
+        description="Prints a link that logs in to the settings page of the bridge that uses these settings, once, "
+        "within 10 minutes; open it on the bridge's machine. It works while the bridge runs in another process (it "
+        "leaves the link's fingerprint in the bridge's data directory, readable by this user only). The bridge never "
+        "prints or logs such a link itself.",
+    )
+    link.add_argument("--config", type=Path, help=config_help)
+    link.set_defaults(handler=_login_link)
+
 
 def _count(text: str) -> int:
     try:
@@ -74,8 +87,10 @@ def _load(args: argparse.Namespace) -> BridgeSettings | None:
     try:
         return load_settings(_config_path(args))
     except SettingsError as exc:
+        named = args.config is None and bool(os.environ.get(ENV_CONFIG))
         for problem in str(exc).splitlines():
-            print(f"callcenter bridge {args.command}: {problem}", file=sys.stderr)
+            where = f" (the file named by {ENV_CONFIG})" if named and "does not exist" in problem else ""
+            print(f"callcenter bridge {args.command}: {problem}{where}", file=sys.stderr)
         return None
 
 
@@ -131,6 +146,34 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     print(f"callcenter bridge check: the settings in {settings.source} are valid")
     return 0
+
+
+def _login_link(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return 2
+    try:
+        token = login_links.issue(settings.data_dir)
+    except OSError as exc:
+        print(f"callcenter bridge login-link: cannot write to [bridge] data_dir {settings.data_dir} "
+              f"({exc.strerror}); run this as the user the bridge runs as", file=sys.stderr)
+        return 2
+    minutes = int(login_links.LINK_SECONDS // 60)
+    if not _answers(settings.service_url + "/health"):
+        print(f"callcenter bridge login-link: note: no bridge answers at {settings.service_url} now; the link works "
+              f"if it starts within {minutes} minutes", file=sys.stderr)
+    print(f"Open this link on this machine within {minutes} minutes; it works once:", file=sys.stderr)
+    print(login_links.link_for(settings, token))
+    return 0
+
+
+def _answers(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=3) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
 
 
 def _errors(args: argparse.Namespace) -> int:

@@ -13,10 +13,14 @@ Rules:
   and never executed twice (the CRM may retry after a lost answer).
 - ``GET /health`` (no authentication, no secrets) and ``GET /metrics`` (Prometheus text format).
 - The settings page (every other path) answers only clients on the loopback address that also name a loopback host
-  (``Host: 127.0.0.1:5050``, ``localhost``; stops DNS rebinding), and only after logging in with the admin token the
-  bridge prints at start (``/login?token=...``) or the bridge secret. A session is a random cookie (HttpOnly,
-  SameSite=Strict) kept in memory; each form carries the session's CSRF token and a POST must also come from the same
-  origin (Origin/Referer). Every value shown is escaped with ``html.escape``; passwords are never rendered back.
+  (``Host: 127.0.0.1:5050``, ``localhost``; stops DNS rebinding), and only after logging in with a one-time link
+  (``/login?token=...``: ``callcenter bridge login-link`` or the tray makes one; it works once, for 10 minutes; see
+  ``login_links``; the bridge never prints or logs one) or by typing the bridge secret. Typing is throttled per
+  client address (``LoginThrottle``: 5 wrong in 15 minutes lock that address out of typing for 15 minutes after the
+  last; a one-time link still works, so the lock never shuts out the bridge's owner). A session is a random cookie
+  (HttpOnly, SameSite=Strict) kept in memory; each form carries the session's CSRF token and a POST must also come
+  from the same origin (Origin/Referer). Every value shown is escaped with ``html.escape``; passwords are never
+  rendered back.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import uvicorn
 
 from callcenter import wire
-from callcenter.bridge import logs
+from callcenter.bridge import login_links, logs
 from callcenter.bridge.connectors.base import INVALID_COMMAND, PBX_UNAVAILABLE, TIMEOUT, Connector
 from callcenter.bridge.outbox import DeadLetter
 from callcenter.bridge.settings import (
@@ -72,6 +76,9 @@ LOGIN_COOKIE: Final = "callcenter_bridge_login"
 SESSION_SECONDS: Final = 8 * 3600
 MAX_SESSIONS: Final = 50
 FAILED_LOGIN_DELAY: Final = 0.5
+LOGIN_LIMIT: Final = 5  # wrong tries from one address within LOGIN_WINDOW lock typing out for LOGIN_LOCK
+LOGIN_WINDOW: Final = 15 * 60.0
+LOGIN_LOCK: Final = 15 * 60.0
 JSON_TYPE: Final = b"application/json"
 HTML_TYPE: Final = b"text/html; charset=utf-8"
 METRICS_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
@@ -199,15 +206,16 @@ class ControlListener:
     ) -> None:
         self.target = target
         self.sock = sock
-        self.admin_token = admin_token or secrets.token_urlsafe(24)
         self.env = env
         host, port = sock.getsockname()[:2]
         self.port = int(port)
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
         self.base_url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
-        page_host = "127.0.0.1" if not _is_loopback(shown) else shown
-        page_base = f"http://[{page_host}]:{port}" if ":" in page_host else f"http://{page_host}:{port}"
-        self.login_url = f"{page_base}/login?token={self.admin_token}"
+        self.page_url = login_links.page_url(shown, self.port)
+        self._links = login_links.LinkBook()
+        if admin_token:  # a first one-time token given by the caller (tests, an embedding program); never printed
+            self._links.add(admin_token)
+        self.login_throttle = LoginThrottle()
         self._sessions: dict[str, _Session] = {}
         self._commands: OrderedDict[str, tuple[float, asyncio.Future[wire.CommandResult]]] = OrderedDict()
         self.commands_total: dict[tuple[str, str], int] = {}
@@ -218,7 +226,7 @@ class ControlListener:
                 interface="asgi3",
                 lifespan="off",
                 log_config=None,
-                access_log=False,  # a login URL carries the admin token
+                access_log=False,  # a login link carries a one-time token
                 server_header=False,
                 proxy_headers=False,
                 http="h11",
@@ -441,23 +449,43 @@ class ControlListener:
         self._sessions[session_id] = _Session(csrf=secrets.token_urlsafe(32), expires=expires)
         return session_id
 
+    def login_link(self, next_page: str = "/", system: str = "") -> str:
+        """A new one-time login link (works once, for login_links.LINK_SECONDS), for the tray to open; never printed
+        or logged."""
+        url = f"{self.page_url}login?token={self._links.issue()}"
+        if next_page != "/":
+            url += f"&next={quote(next_page)}"
+        if system:
+            url += f"&system={quote(system)}"
+        return url
+
+    def _redeem_link(self, token: str) -> bool:
+        """A one-time link's token, made in memory (tray) or by `callcenter bridge login-link` (a file in the data
+        directory); used up either way."""
+        if self._links.redeem(token):
+            return True
+        return login_links.redeem(self.target.settings.data_dir, token)
+
     def _credentials_match(self, given: str) -> bool:
-        token_ok = hmac.compare_digest(given.encode(), self.admin_token.encode())
         secret_ok = hmac.compare_digest(given.encode(), self.target.settings.secret.reveal().encode())
-        return bool(given) and (token_ok or secret_ok)
+        return bool(given) and secret_ok
 
     async def _login(self, scope: Scope, receive: Receive, send: Send, headers: Mapping[str, str]) -> None:
         method = scope["method"]
+        client = _client_host(scope)
         if method == "GET":
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             token = query.get("token", [""])[-1]
             if token:
-                if hmac.compare_digest(token.encode(), self.admin_token.encode()):
+                if self._redeem_link(token):
                     target = _next_page(query.get("next", ["/"])[-1], query.get("system", [""])[-1])
                     await _redirect(send, target, cookie=_session_cookie(self._new_session()))
                     return
+                log.warning("settings page: a login link that is not valid (used, expired or unknown) from %s",
+                            client)
                 await asyncio.sleep(FAILED_LOGIN_DELAY)
-                await self._login_form(send, 403, "That login link is not valid (the bridge was restarted?).")
+                await self._login_form(send, 403, "That login link is not valid: it was used already or is more "
+                                       "than 10 minutes old. Make a new one with `callcenter bridge login-link`.")
                 return
             await self._login_form(send, 200, "")
             return
@@ -471,22 +499,40 @@ class ControlListener:
         ):
             await self._login_form(send, 403, "The form came from another page; try again.")
             return
-        if not self._credentials_match(form.get("token", "")):
-            await asyncio.sleep(FAILED_LOGIN_DELAY)
-            log.warning("a wrong admin token or bridge secret was typed on the settings page")
-            await self._login_form(send, 403, "Wrong admin token or bridge secret.")
+        given = form.get("token", "").strip()
+        if given and self._redeem_link(given):  # a one-time link's token, typed: works even while locked
+            await _redirect(send, "/", cookie=_session_cookie(self._new_session()))
             return
+        now = time.monotonic()
+        until = self.login_throttle.locked_until(client, now)
+        if until is not None:
+            log.warning("settings page: login refused, address %s is locked for %.0f more seconds", client,
+                        until - now)
+            await self._login_form(send, 429, _locked_text(until - now))
+            return
+        if not self._credentials_match(given):
+            until = self.login_throttle.failed(client, now)
+            log.warning("settings page: failed login (wrong bridge secret) from %s", client)
+            await asyncio.sleep(FAILED_LOGIN_DELAY)
+            if until is not None:
+                await self._login_form(send, 429, _locked_text(until - now))
+            else:
+                await self._login_form(send, 403, "Wrong bridge secret. / Λάθος μυστικό γέφυρας.")
+            return
+        self.login_throttle.succeeded(client)
         await _redirect(send, "/", cookie=_session_cookie(self._new_session()))
 
     async def _login_form(self, send: Send, status: int, error: str) -> None:
         csrf = secrets.token_urlsafe(32)
         message = f'<p class="error">{_e(error)}</p>' if error else ""
         body = (
-            f"{message}<p>Open the link the bridge printed when it started (<code>/login?token=...</code>), or type "
-            "the admin token from that link, or the bridge secret.</p>"
+            f"{message}<p>Run <code>callcenter bridge login-link</code> on this machine and open the link it prints "
+            "(it works once, for 10 minutes), or type the bridge secret.</p>"
+            "<p lang=\"el\">Εκτελέστε <code>callcenter bridge login-link</code> σε αυτόν τον υπολογιστή και ανοίξτε "
+            "τον σύνδεσμο που τυπώνει (ισχύει μία φορά, για 10 λεπτά), ή πληκτρολογήστε το μυστικό της γέφυρας.</p>"
             '<form method="post" action="/login">'
             f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
-            '<label>Admin token or bridge secret <input type="password" name="token" autocomplete="off" '
+            '<label>Bridge secret / Μυστικό γέφυρας <input type="password" name="token" autocomplete="off" '
             "autofocus required></label> <button>Log in</button></form>"
         )
         cookie = f"{LOGIN_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict"
@@ -960,6 +1006,48 @@ async def _html(send: Send, status: int, page: str, *, cookie: str | None = None
 
 async def _redirect(send: Send, location: str, *, cookie: str | None = None) -> None:
     await _respond(send, 303, b"", HTML_TYPE, cookie=cookie, location=quote(location, safe="/?=&"))
+
+
+class LoginThrottle:
+    """Typing the bridge secret on the settings page: ``LOGIN_LIMIT`` wrong tries from one client address within
+    ``LOGIN_WINDOW`` lock that address out of typing until ``LOGIN_LOCK`` after the last of them. In memory: the
+    bridge is one process. Tries made while locked are not counted, so the lock ends when it says."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, list[float]] = {}
+
+    def locked_until(self, address: str, now: float) -> float | None:
+        times = [t for t in self._failures.get(address, []) if t > now - LOGIN_WINDOW - LOGIN_LOCK]
+        if len(times) < LOGIN_LIMIT:
+            return None
+        last = times[-LOGIN_LIMIT:]
+        if last[-1] - last[0] > LOGIN_WINDOW or last[-1] + LOGIN_LOCK <= now:
+            return None
+        return last[-1] + LOGIN_LOCK
+
+    def failed(self, address: str, now: float) -> float | None:
+        """Count a wrong try; when the address is locked now, until when."""
+        for key in [key for key, times in self._failures.items() if times[-1] <= now - LOGIN_WINDOW - LOGIN_LOCK]:
+            del self._failures[key]
+        while len(self._failures) >= 1000 and address not in self._failures:
+            del self._failures[next(iter(self._failures))]
+        times = self._failures.setdefault(address, [])
+        times.append(now)
+        del times[:-LOGIN_LIMIT]
+        return self.locked_until(address, now)
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+
+def _locked_text(seconds: float) -> str:
+    at = time.strftime("%H:%M", time.localtime(time.time() + seconds))
+    minutes = max(1, -(-round(seconds) // 60))  # whole minutes, rounded up
+    return (
+        f"Too many wrong tries from your address. Try again at {at} (in {minutes} minutes), or log in with a link "
+        "from `callcenter bridge login-link`. / Πάρα πολλές λανθασμένες προσπάθειες από τη διεύθυνσή σας. "
+        f"Δοκιμάστε ξανά στις {at} (σε {minutes} λεπτά) ή συνδεθείτε με σύνδεσμο από `callcenter bridge login-link`."
+    )
 
 
 def _next_page(path: str, system: str) -> str:

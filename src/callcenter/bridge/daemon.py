@@ -39,6 +39,7 @@ from callcenter.bridge import autostart
 from callcenter.bridge.connectors.base import Connector
 from callcenter.bridge.control import BridgeStatus, ControlListener, ListenError, StartError, bind_listener
 from callcenter.bridge.delivery import Deliverer
+from callcenter.bridge.login_links import login_link_command
 from callcenter.bridge.logs import BridgeLogs
 from callcenter.bridge.outbox import DeadLetter, Outbox, OutboxClosedError, OutboxError
 from callcenter.bridge.settings import BridgeSettings
@@ -236,7 +237,8 @@ class Bridge:
             raise StartupError(f"the outbox {settings.data_dir / OUTBOX_NAME} cannot be used: {exc}") from None
         self.deliverer = self._new_deliverer()
         self.listener = ControlListener(self, sock, admin_token=self._admin_token, env=self.env)
-        self.logs.redactor.add(self.listener.admin_token)
+        if self._admin_token:
+            self.logs.redactor.add(self._admin_token)
         listening = asyncio.Event()
         self._listener_task = asyncio.create_task(self.listener.serve(listening), name="control-listener")
         waiter = asyncio.ensure_future(listening.wait())
@@ -494,7 +496,8 @@ class Bridge:
             f"callcenter bridge {settings.bridge_id!r} ({settings.phone_system.value}) is running",
             f"  commands from the CRM: {self.listener.base_url}/v1/commands",
             f"  events to the CRM:     {settings.crm_url}/bridge/v1/events",
-            f"  settings page:         {self.listener.login_url}",
+            f"  settings page:         {self.listener.page_url} (only on this machine)",
+            f"  to log in there:       {login_link_command(settings)}  (prints a one-time link)",
             f"  data directory:        {settings.data_dir}",
             "Stop it with Ctrl-C.",
         ]

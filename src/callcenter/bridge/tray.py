@@ -22,7 +22,6 @@ import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
-from urllib.parse import quote
 
 from callcenter import wire
 from callcenter.bridge.control import StartError
@@ -154,10 +153,8 @@ class _ThreadedBridge:
         listener = self.bridge.listener
         if listener is None:
             return
-        url = f"{listener.login_url}&next={quote(path)}"
-        if system:
-            url += f"&system={quote(system)}"
-        self._open_url(url)
+        # A new one-time link each time, handed to the browser only: never printed or logged.
+        self._open_url(listener.login_link(path, system))
 
     def start(self) -> None:
         async def start() -> None:
