@@ -17,7 +17,6 @@ Rules:
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, cast, final
 
 from callcenter import numbers, wire
+from callcenter.hosts import same_host
 
 ENV_CONFIG: Final = "CALLCENTER_BRIDGE_CONFIG"
 ENV_BRIDGE_SECRET: Final = "CALLCENTER_BRIDGE_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -290,7 +290,7 @@ def parse_settings(
     callback_address = reader.address(bridge, "bridge", "callback_address", "127.0.0.1")
     callback_port = reader.port(bridge, "bridge", "callback_port", 8000)
     addresses_valid = len(problems) == known_problems
-    if addresses_valid and port == callback_port and _same_host(address, callback_address):
+    if addresses_valid and port == callback_port and same_host(address, callback_address):
         problems.append(
             f"[bridge] service port {port} equals callback port {callback_port} on the same address {address}; "
             "choose different ports"
@@ -638,26 +638,6 @@ class _Reader:
 def _home(env: Mapping[str, str]) -> Path:
     home = env.get("HOME") or env.get("USERPROFILE")
     return Path(home) if home else Path.home()
-
-
-def _canonical_host(host: str) -> str:
-    host = host.strip().strip("[]").lower()
-    if host == "localhost":
-        return "127.0.0.1"
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host
-
-
-def _same_host(a: str, b: str) -> bool:
-    """Whether two addresses name the same listening place (a wildcard listener covers the loopback address)."""
-    first, second = _canonical_host(a), _canonical_host(b)
-    if first == second:
-        return True
-    wildcards = {"0.0.0.0", "::"}
-    loopbacks = {"127.0.0.1", "::1"}
-    return (first in wildcards and second in loopbacks) or (second in wildcards and first in loopbacks)
 
 
 def _url_host(host: str) -> str:

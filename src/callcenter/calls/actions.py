@@ -816,15 +816,9 @@ def _apply_link_state(bridge: Bridge | None, event: wire.LinkState) -> None:
         link=wire.to_builtins(event),
         last_seen_at=when,
     )
-    settings = CallCenterSettings.load()
-    if settings.enabled and str(event.phone_system) != settings.phone_system:
-        log.error(
-            "bridge %s reports phone system %s but the CRM is set to %s; fix CRM settings -> Call center or the "
-            "bridge's settings",
-            bridge,
-            event.phone_system,
-            settings.phone_system,
-        )
+    # S-4.5 and S-3.1: a disagreement of addresses/ports or of the phone system goes to the CRM's error log, once
+    # per change (the log line too), and shows on the settings page and the screen.
+    commands.record_link_problems(bridge)
     live.bridge_changed(bridge, extensions=event.extensions)
 
 

@@ -12,15 +12,18 @@ import datetime as dt
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from callcenter import wire
+from callcenter import hosts, wire
 from callcenter.calls.models import Bridge
-from callcenter.resources.models import CallCenterSettings, Resource
+from callcenter.crm.models import ErrorLogEntry
+from callcenter.resources.models import CallCenterSettings, PhoneSystem, Resource
 
 log = logging.getLogger(__name__)
 
@@ -78,25 +81,130 @@ def link_status(resource: Resource, *, now: dt.datetime | None = None) -> LinkSt
     return LinkStatus(True, "")
 
 
-def address_mismatch(resource: Resource, bridge: Bridge) -> str:
-    """'' when the bridge's reported addresses agree with the resource's options, else what disagrees."""
+@dataclass(frozen=True)
+class Disagreement:
+    """One of a resource's S-2 options that the bridge's report contradicts."""
+
+    field: str  # the LinkState field: service_address, service_port, callback_address, callback_port
+    ours: object
+    theirs: object
+
+    @property
+    def label(self) -> str:
+        return {
+            "service_address": _("Service address"),
+            "service_port": _("Service port"),
+            "callback_address": _("Internal service address"),
+            "callback_port": _("Internal communication port"),
+        }[self.field]
+
+
+def address_disagreement(resource: Resource, bridge: Bridge) -> Disagreement | None:
+    """The first of the resource's addresses and ports (S-2.2-2.5) that the bridge's report contradicts, or None.
+    Addresses are compared by what they resolve to (hosts.same_host, as the bridge compares its own): ``localhost``,
+    ``127.0.0.1``, ``::1`` and ``[::1]`` agree, and a bridge listening on every address agrees with the loopback."""
     link = bridge.link or {}
-    checks = [
-        (_("Service address"), resource.service_address, link.get("service_address")),
-        (_("Service port"), resource.service_port, link.get("service_port")),
-        (_("Internal service address"), resource.internal_address, link.get("callback_address")),
-        (_("Internal communication port"), resource.internal_port, link.get("callback_port")),
+    checks: list[tuple[str, object, object, Callable[[Any, Any], bool]]] = [
+        ("service_address", resource.service_address, link.get("service_address"), hosts.same_host),
+        ("service_port", resource.service_port, link.get("service_port"), hosts.same_port),
+        ("callback_address", resource.internal_address, link.get("callback_address"), hosts.same_host),
+        ("callback_port", resource.internal_port, link.get("callback_port"), hosts.same_port),
     ]
-    for label, ours, theirs in checks:
+    for field, ours, theirs, same in checks:
         if theirs in (None, "", 0):
             continue  # the bridge did not say
-        if str(ours).strip().lower() != str(theirs).strip().lower():
-            return _("%(field)s is %(ours)s here but the bridge uses %(theirs)s; make them agree.") % {
-                "field": label,
-                "ours": ours,
-                "theirs": theirs,
-            }
-    return ""
+        if not same(str(ours), str(theirs)):
+            return Disagreement(field, ours, theirs)
+    return None
+
+
+def address_mismatch(resource: Resource, bridge: Bridge) -> str:
+    """'' when the bridge's reported addresses agree with the resource's options, else what disagrees."""
+    found = address_disagreement(resource, bridge)
+    if found is None:
+        return ""
+    return _("%(field)s is %(ours)s here but the bridge uses %(theirs)s; make them agree.") % {
+        "field": found.label,
+        "ours": found.ours,
+        "theirs": found.theirs,
+    }
+
+
+def phone_system_warning(bridge: Bridge | None, settings: CallCenterSettings | None = None) -> str:
+    """S-3.1: '' unless the bridge reports another phone system than CRM settings → Call center; then what to do."""
+    settings = settings or CallCenterSettings.load()
+    if bridge is None or not bridge.active or not bridge.phone_system or not settings.enabled:
+        return ""
+    if bridge.phone_system == settings.phone_system:
+        return ""
+    return _(
+        "Bridge %(bridge)s reports the phone system %(theirs)s, but CRM settings → Call center says %(ours)s; "
+        "make them the same."
+    ) % {"bridge": bridge, "theirs": _system_label(bridge.phone_system), "ours": _system_label(settings.phone_system)}
+
+
+def phone_system_warnings() -> list[str]:
+    """S-3.1 for every active bridge that has reported (the call-center settings page shows them)."""
+    settings = CallCenterSettings.load()
+    return [text for bridge in Bridge.objects.filter(active=True).exclude(phone_system="")
+            if (text := phone_system_warning(bridge, settings))]
+
+
+def _system_label(value: str) -> str:
+    try:
+        return str(PhoneSystem(value).label)
+    except ValueError:
+        return value
+
+
+def record_link_problems(bridge: Bridge) -> None:
+    """After a bridge's LinkState: write the CRM's error log once per change (not per heartbeat), S-4.5 and S-3.1.
+    A resource whose addresses or ports disagree with the bridge's report gets an entry when the disagreement
+    appears or changes, and one when it is gone; the same for a bridge reporting another phone system."""
+    bridge = Bridge.objects.get(pk=bridge.pk)
+    settings = CallCenterSettings.load()
+    followers = [b for b in Bridge.objects.filter(active=True).exclude(pk=bridge.pk) if b.extensions]
+    followed_elsewhere = {ext for b in followers for ext in b.extensions}
+    resources = Resource.objects.filter(cc_active=True).exclude(extension__isnull=True).exclude(extension="")
+    for resource in resources.select_related("user"):
+        ours = resource.extension in (bridge.extensions or []) or (
+            not bridge.extensions and resource.extension not in followed_elsewhere
+        )
+        if not ours:
+            continue
+        found = address_disagreement(resource, bridge)
+        subject = f"address:resource:{resource.pk}"
+        if found is not None:
+            params = {"resource": str(resource), "extension": str(resource.extension), "field": found.field,
+                      "ours": str(found.ours), "theirs": str(found.theirs), "bridge": str(bridge)}
+            if _log_change(subject, ErrorLogEntry.ADDRESS_MISMATCH, params):
+                log.error("resource %s (extension %s) is not logged in: %s is %s in its options but bridge %s uses "
+                          "%s", resource, resource.extension, found.field, found.ours, bridge, found.theirs)
+        else:
+            _log_change(subject, ErrorLogEntry.ADDRESS_AGREE, {"resource": str(resource), "bridge": str(bridge)},
+                        only_after=ErrorLogEntry.ADDRESS_MISMATCH)
+    subject = f"phone_system:bridge:{bridge.pk}"
+    if phone_system_warning(bridge, settings):
+        params = {"bridge": str(bridge), "theirs": _system_label(bridge.phone_system),
+                  "ours": _system_label(settings.phone_system)}
+        if _log_change(subject, ErrorLogEntry.PHONE_SYSTEM_MISMATCH, params):
+            log.error("bridge %s reports phone system %s but the CRM is set to %s; fix CRM settings -> Call center "
+                      "or the bridge's settings", bridge, bridge.phone_system, settings.phone_system)
+    else:
+        _log_change(subject, ErrorLogEntry.PHONE_SYSTEM_AGREE, {"bridge": str(bridge)},
+                    only_after=ErrorLogEntry.PHONE_SYSTEM_MISMATCH)
+
+
+def _log_change(subject: str, code: str, params: dict[str, str], *, only_after: str = "") -> bool:
+    """Write an error-log entry unless the last one about ``subject`` says the same; with ``only_after``, only when
+    the last one has that code (a problem that is now gone). Whether it wrote one."""
+    last = ErrorLogEntry.objects.filter(subject=subject).order_by("-at", "-pk").first()
+    if only_after and (last is None or last.code != only_after):
+        return False
+    if last is not None and last.code == code and last.params == params:
+        return False
+    ErrorLogEntry.objects.create(subject=subject, code=code, params=params)
+    return True
 
 
 def send_command(resource: Resource, command: wire.Command) -> wire.CommandResult:

@@ -33,7 +33,7 @@ from django.views.decorators.http import require_GET, require_POST
 from callcenter import numbers, wire
 from callcenter.activities.models import ActivityType
 from callcenter.calls import actions, queries
-from callcenter.calls.commands import LinkStatus, link_status
+from callcenter.calls.commands import LinkStatus, bridge_for, link_status, phone_system_warning
 from callcenter.calls.forms import (
     ActivityTypeForm,
     BusyForm,
@@ -192,6 +192,8 @@ def _status_context(resource: Resource | None) -> dict[str, Any]:
     return {
         "resource": resource,
         "link": link_status(resource),
+        # S-3.1: the resource's bridge reports another phone system than CRM settings → Call center.
+        "phone_warning": phone_system_warning(bridge_for(resource), settings),
         "phone": phone,
         "ringing_number": numbers.display(phone.ringing.remote_number, settings.phone_region) if phone.ringing else "",
         "current_number": numbers.display(phone.current.remote_number, settings.phone_region) if phone.current else "",

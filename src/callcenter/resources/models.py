@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from callcenter import numbers
+from callcenter.hosts import same_host
 
 port_validators = [MinValueValidator(1), MaxValueValidator(65535)]
 # [0-9], not \d (which takes any Unicode digit, and the PBX dials ASCII); \Z, not $ (which allows a final newline).
@@ -31,11 +32,12 @@ DEFAULT_INTERNAL_PORT = 8000
 
 def check_address_ports(service_address: str, service_port: int | None, internal_address: str,
                         internal_port: int | None) -> None:
-    """S-1: the bridge and the CRM may share an address, but then they must listen on different ports."""
+    """S-1: the bridge and the CRM may share an address, but then they must listen on different ports (addresses
+    compared by what they resolve to: localhost is 127.0.0.1)."""
     if (
         service_address
         and internal_address
-        and service_address.strip().lower() == internal_address.strip().lower()
+        and same_host(service_address, internal_address)
         and service_port is not None
         and service_port == internal_port
     ):

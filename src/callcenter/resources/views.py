@@ -51,6 +51,9 @@ def _options_page(request: HttpRequest, resource: Resource) -> HttpResponse:
     )
 
 
+ERROR_LOG_SHOWN = 50  # newest entries of the CRM's error log on the settings page
+
+
 @login_required
 def call_center_settings(request: HttpRequest) -> HttpResponse:
     require_administrator(request.user)
@@ -63,4 +66,12 @@ def call_center_settings(request: HttpRequest) -> HttpResponse:
             return redirect("call_center_settings")
     else:
         form = CallCenterSettingsForm(instance=instance)
-    return render(request, "resources/settings.html", {"form": form}, status=400 if form.errors else 200)
+    from callcenter.calls.commands import phone_system_warnings  # calls builds on resources, not the reverse
+    from callcenter.crm.models import ErrorLogEntry
+
+    context = {
+        "form": form,
+        "warnings": phone_system_warnings(),  # S-3.1
+        "error_log": ErrorLogEntry.objects.all()[:ERROR_LOG_SHOWN],  # S-4.5, S-3.1: newest first
+    }
+    return render(request, "resources/settings.html", context, status=400 if form.errors else 200)
