@@ -183,6 +183,19 @@ def listening(port: int) -> bool:
     return False
 
 
+def established_to(port: int) -> int:
+    """How many TCP connections to 127.0.0.1:``port`` are established right now, read from /proc/net/tcp (the
+    server's side of each): when a client such as the bridge first gets in touch, whatever it then sends."""
+    count = 0
+    suffix = f":{port:04X}"
+    with contextlib.suppress(OSError), open("/proc/net/tcp", encoding="ascii") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[1].endswith(suffix) and fields[3] == "01":
+                count += 1
+    return count
+
+
 class CrmServer:
     """`callcenter serve` on 127.0.0.1:``port`` for ``db`` (the same port across restarts)."""
 
