@@ -120,3 +120,13 @@ def test_behind_a_trusted_proxy_the_forwarded_address_counts(alice: Resource, se
     response = Client().post("/login/", {"username": "alice", "password": PASSWORD}, REMOTE_ADDR="10.0.0.1",
                              HTTP_X_FORWARDED_FOR=ALICE_DESK)
     assert response.status_code == 302
+
+
+def test_failures_counted_by_another_crm_process_lock_this_one(alice: Resource) -> None:
+    """The state is in the database, not in a process: failures another CRM process wrote lock here too."""
+    now = timezone.now()
+    LoginFailure.objects.bulk_create(
+        LoginFailure(username="alice", address=ATTACKER, at=now - dt.timedelta(minutes=n)) for n in range(5)
+    )
+    assert LOCKED in _post(ATTACKER, "alice", PASSWORD)
+    assert _post(ALICE_DESK, "alice", PASSWORD) == "logged in"
