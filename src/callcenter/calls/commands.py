@@ -165,40 +165,47 @@ def record_link_problems(bridge: Bridge) -> None:
     settings = CallCenterSettings.load()
     followers = [b for b in Bridge.objects.filter(active=True).exclude(pk=bridge.pk) if b.extensions]
     followed_elsewhere = {ext for b in followers for ext in b.extensions}
-    resources = Resource.objects.filter(cc_active=True).exclude(extension__isnull=True).exclude(extension="")
-    for resource in resources.select_related("user"):
-        ours = resource.extension in (bridge.extensions or []) or (
-            not bridge.extensions and resource.extension not in followed_elsewhere
-        )
-        if not ours:
-            continue
+    resources = [
+        resource
+        for resource in Resource.objects.filter(cc_active=True).exclude(extension__isnull=True).exclude(extension="")
+        .select_related("user")
+        if resource.extension in (bridge.extensions or [])
+        or (not bridge.extensions and resource.extension not in followed_elsewhere)
+    ]
+    phone_subject = f"phone_system:bridge:{bridge.pk}"
+    subjects = {f"address:resource:{resource.pk}" for resource in resources} | {phone_subject}
+    last: dict[str, ErrorLogEntry] = {}
+    for entry in ErrorLogEntry.objects.filter(subject__in=subjects).order_by("-at", "-pk"):  # one query
+        last.setdefault(entry.subject, entry)
+    for resource in resources:
         found = address_disagreement(resource, bridge)
         subject = f"address:resource:{resource.pk}"
         if found is not None:
             params = {"resource": str(resource), "extension": str(resource.extension), "field": found.field,
                       "ours": str(found.ours), "theirs": str(found.theirs), "bridge": str(bridge)}
-            if _log_change(subject, ErrorLogEntry.ADDRESS_MISMATCH, params):
+            if _log_change(last, subject, ErrorLogEntry.ADDRESS_MISMATCH, params):
                 log.error("resource %s (extension %s) is not logged in: %s is %s in its options but bridge %s uses "
                           "%s", resource, resource.extension, found.field, found.ours, bridge, found.theirs)
         else:
-            _log_change(subject, ErrorLogEntry.ADDRESS_AGREE, {"resource": str(resource), "bridge": str(bridge)},
-                        only_after=ErrorLogEntry.ADDRESS_MISMATCH)
-    subject = f"phone_system:bridge:{bridge.pk}"
+            _log_change(last, subject, ErrorLogEntry.ADDRESS_AGREE,
+                        {"resource": str(resource), "bridge": str(bridge)}, only_after=ErrorLogEntry.ADDRESS_MISMATCH)
     if phone_system_warning(bridge, settings):
         params = {"bridge": str(bridge), "theirs": _system_label(bridge.phone_system),
                   "ours": _system_label(settings.phone_system)}
-        if _log_change(subject, ErrorLogEntry.PHONE_SYSTEM_MISMATCH, params):
+        if _log_change(last, phone_subject, ErrorLogEntry.PHONE_SYSTEM_MISMATCH, params):
             log.error("bridge %s reports phone system %s but the CRM is set to %s; fix CRM settings -> Call center "
                       "or the bridge's settings", bridge, bridge.phone_system, settings.phone_system)
     else:
-        _log_change(subject, ErrorLogEntry.PHONE_SYSTEM_AGREE, {"bridge": str(bridge)},
+        _log_change(last, phone_subject, ErrorLogEntry.PHONE_SYSTEM_AGREE, {"bridge": str(bridge)},
                     only_after=ErrorLogEntry.PHONE_SYSTEM_MISMATCH)
 
 
-def _log_change(subject: str, code: str, params: dict[str, str], *, only_after: str = "") -> bool:
+def _log_change(
+    last_entries: dict[str, ErrorLogEntry], subject: str, code: str, params: dict[str, str], *, only_after: str = ""
+) -> bool:
     """Write an error-log entry unless the last one about ``subject`` says the same; with ``only_after``, only when
     the last one has that code (a problem that is now gone). Whether it wrote one."""
-    last = ErrorLogEntry.objects.filter(subject=subject).order_by("-at", "-pk").first()
+    last = last_entries.get(subject)
     if only_after and (last is None or last.code != only_after):
         return False
     if last is not None and last.code == code and last.params == params:
