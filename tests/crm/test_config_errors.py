@@ -70,3 +70,18 @@ def test_each_variable_is_named_when_wrong(tmp_path: Path, variable: str, value:
     if variable == "CALLCENTER_SECRET_KEY_FILE":
         del env["CALLCENTER_SECRET_KEY"]
     _assert_one_line(_callcenter(["serve", "--help"], tmp_path, **env), variable, "serve")
+
+
+@pytest.mark.parametrize(
+    ("args", "variable"),
+    [
+        (["pbxsim"], "CALLCENTER_PBXSIM_SECRET"),
+        (["bridge", "capture", "--host", "127.0.0.1", "--user", "crm", "out.raw"], "CALLCENTER_AMI_SECRET"),
+        (["bridge", "check"], "CALLCENTER_BRIDGE_CONFIG"),
+        (["bridge", "login-link"], "CALLCENTER_BRIDGE_CONFIG"),
+    ],
+)
+def test_the_commands_without_django_name_their_variable_too(tmp_path: Path, args: list[str], variable: str) -> None:
+    env = {"CALLCENTER_BRIDGE_CONFIG": str(tmp_path / "missing.toml")} if "CONFIG" in variable else {}
+    result = _callcenter(args, tmp_path, **env)
+    _assert_one_line(result, variable, " ".join(args[:2]) if args[0] == "bridge" else args[0])
