@@ -145,9 +145,16 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
 _redis = env_url("CALLCENTER_REDIS_URL", ("redis", "rediss", "unix"), "redis://127.0.0.1:6379/0")
+# channels_redis waits for a screen's next message with a blocking pop of up to 5 s (brpop_timeout); redis-py gives
+# up a read after socket_timeout, by default 5 s too, and then the consumer dies and the screen's WebSocket drops
+# without a close frame whenever it had nothing to receive for a while. The read must outlast the pop.
+REDIS_SOCKET_TIMEOUT = 15.0
 if _redis:
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [_redis]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": _redis, "socket_timeout": REDIS_SOCKET_TIMEOUT}]},
+        }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
