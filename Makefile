@@ -39,7 +39,7 @@ messages: $(STAMP)
 	cd src/callcenter && ../../$(BIN)/django-admin compilemessages --ignore=.venv >/dev/null
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts proof
 	CALLCENTER_DEBUG=true $(BIN)/mypy
 	$(BIN)/lint-imports
 
