@@ -11,6 +11,8 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext
 from django.utils.functional import lazy
 
 from callcenter.activities.models import Activity, ActivityItem
@@ -78,3 +80,88 @@ def test_a_broken_rule_raises_djangos_integrity_error():
     with pytest.raises(IntegrityError), transaction.atomic():
         bulk.insert_values(ProcessedEvent, ("event_id", "bridge_id", "event_type", "occurred_at"), [row, row])
     assert not ProcessedEvent.objects.filter(event_id="bulk:dup").exists()
+
+
+# ---- rows_in: a queryset's rows, read in one statement on PostgreSQL ----------------------------------------------
+
+
+def _legs_and_calls(alice):
+    """Three legs of two PBX calls, one with its call row, one without, and a leg of another call."""
+    call = Call(resource=alice, kind=CallKind.INCOMING, direction="in", started_at=WHEN, extension="100",
+                pbx_call_id="rows.1", number="2101234567", answered_at=WHEN.astimezone(ATHENS), duration=7,
+                answer_group="rows.1")
+    bulk.insert_returning_ids(Call, [call])
+    legs = [CallLeg(pbx_call_id="rows.1", extension="100", call=call, rang_at=WHEN, cause=16, remote_name="Ω"),
+            CallLeg(pbx_call_id="rows.1", extension="101", answered_elsewhere=True),
+            CallLeg(pbx_call_id="rows.2", extension="100", ended_at=WHEN)]
+    bulk.insert_returning_ids(CallLeg, legs)
+    CallLeg.objects.create(pbx_call_id="rows.3", extension="100")
+    return call, legs
+
+
+def _same_row(got, expected):
+    assert type(got) is type(expected) and got.pk == expected.pk
+    assert (got._state.adding, got._state.db) == (expected._state.adding, expected._state.db) == (False, "default")
+    for name, mine, theirs in zip(bulk.attnames(type(got)), bulk.values(got), bulk.values(expected), strict=True):
+        assert (type(mine), mine) == (type(theirs), theirs), name
+        if isinstance(theirs, dt.datetime):
+            assert mine.tzinfo is theirs.tzinfo, name
+
+
+@pytest.mark.parametrize("logged", [False, True], ids=["direct", "queries-logged"])
+def test_rows_in_reads_what_the_queryset_reads_with_the_related_row_cached(alice, django_assert_num_queries, logged):
+    call, _legs = _legs_and_calls(alice)
+    ids = ["rows.1", "rows.2", "rows.9"]
+    expected = sorted(CallLeg.objects.select_related("call").filter(pbx_call_id__in=ids), key=lambda leg: leg.pk)
+    with transaction.atomic():
+        if logged:  # Django's cursor, where queries are logged (DEBUG, tests counting them): the queryset itself
+            with CaptureQueriesContext(connection) as queries:
+                got = bulk.rows_in(CallLeg, "pbx_call_id", ids, related="call", lock=True, chunk=2)
+            assert len(queries) == 2
+        else:
+            got = bulk.rows_in(CallLeg, "pbx_call_id", ids, related="call", lock=True)
+    got.sort(key=lambda leg: leg.pk)
+    assert len(got) == len(expected) == 3
+    for mine, theirs in zip(got, expected, strict=True):
+        _same_row(mine, theirs)
+    with django_assert_num_queries(0):  # the call is cached on its leg, and the leg on its call (one-to-one)
+        assert [leg.call is not None for leg in got] == [True, False, False]
+        _same_row(got[0].call, expected[0].call)
+        assert got[0].call.leg is got[0]
+    assert bulk.rows_in(CallLeg, "pbx_call_id", []) == []
+    assert sorted(leg.pk for leg in bulk.rows_in(CallLeg, "pbx_call_id", ["rows.3"])) == \
+        sorted(CallLeg.objects.filter(pbx_call_id="rows.3").values_list("pk", flat=True))
+
+
+def test_rows_in_refuses_a_related_name_that_is_no_forward_key(alice):
+    _legs_and_calls(alice)
+    with pytest.raises(ValueError, match="not a forward foreign key"):
+        bulk.rows_in(CallLeg, "pbx_call_id", ["rows.1"], related="extension")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks are PostgreSQL's (SQLite locks the file)")
+def test_rows_in_locks_the_rows_it_reads_until_the_transaction_ends_and_only_in_one(alice):
+    import psycopg
+
+    _legs_and_calls(alice)
+    other = psycopg.connect(**{key: value for key, value in connection.get_connection_params().items()
+                               if key not in ("context", "cursor_factory", "prepare_threshold")}, autocommit=True)
+    try:
+        def try_lock(pbx_call_id: str) -> bool:
+            try:
+                other.execute("SELECT id FROM calls_callleg WHERE pbx_call_id = %s FOR UPDATE NOWAIT",
+                              [pbx_call_id]).fetchall()
+            except psycopg.errors.LockNotAvailable:
+                return False
+            return True
+
+        with pytest.raises(TransactionManagementError):  # as the queryset: a lock only lasts a transaction
+            bulk.rows_in(CallLeg, "pbx_call_id", ["rows.1"], lock=True)
+        with transaction.atomic():
+            bulk.rows_in(CallLeg, "pbx_call_id", ["rows.1"], related="call", lock=True)
+            assert not try_lock("rows.1")  # our legs, locked
+            assert try_lock("rows.2")  # not read: free
+        assert try_lock("rows.1")
+    finally:
+        other.close()

@@ -565,10 +565,8 @@ class _Batch:
         self._made: list[Model] = []  # every call and activity the batch made or read, for release()
         call_ids = sorted({event.call_id for event in events if isinstance(event, wire.CALL_EVENTS)})
         self.legs: dict[tuple[str, str], CallLeg] = {}
-        for chunk in _chunks(call_ids):
-            for leg in (CallLeg.objects.select_for_update(of=("self",)).select_related("call")
-                        .filter(pbx_call_id__in=chunk)):
-                self.legs[(leg.pbx_call_id, leg.extension)] = leg
+        for leg in bulk.rows_in(CallLeg, "pbx_call_id", call_ids, related="call", lock=True):
+            self.legs[(leg.pbx_call_id, leg.extension)] = leg
         # Each row as last read or written, so an update writes only the fields that changed since.
         self._stored: dict[int, tuple[Model, tuple[object, ...]]] = {}
         for leg in self.legs.values():

@@ -21,6 +21,7 @@ from django.db import connections, models, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Field, Model
+from django.db.transaction import TransactionManagementError
 
 _M = TypeVar("_M", bound=Model)
 
@@ -289,3 +290,100 @@ def update_rows(model: type[_M], rows: Sequence[_M], names: Sequence[str]) -> No
     for index, row in enumerate(rows):
         values_by_row[index].append(row.pk)
     _run(connection, sql, values_by_row, many=True)
+
+
+# Field classes whose values a binary result gives as Django's own (text) loading does.
+_BINARY_SAFE: tuple[type[Field[Any, Any]], ...] = (
+    models.CharField, models.TextField, models.SlugField, models.BooleanField, models.DateTimeField,
+    models.ForeignKey, models.OneToOneField, *_INTEGER_FIELDS, *_AUTO_FIELDS,
+)
+
+
+def rows_in(model: type[_M], attname: str, values: Sequence[Any], *, related: str | None = None,
+            lock: bool = False, chunk: int = 500) -> list[_M]:
+    """``model.objects.filter(<attname>__in=values)``, with ``.select_related(related)`` (a forward foreign key or
+    one-to-one, cached on each row, and for a one-to-one each row on its related row) and, when ``lock``,
+    ``.select_for_update(of=("self",))``, as a list in no particular order.
+
+    On PostgreSQL one statement, ``= ANY(array)``, the array sent and the rows read in binary: Django's queryset
+    would compile an ``IN`` of one placeholder per value, write each value into the statement's text in Python, and
+    parse every timestamp of the rows from text in Python; the instances are built as the queryset builds them
+    (Model.from_db). Elsewhere, or where a value might load differently in binary, the queryset, ``chunk`` values
+    at a time."""
+    connection = _connection(model)
+    meta = model._meta
+    field = meta.get_field(attname)
+    join = meta.get_field(related) if related is not None else None
+    if join is not None and not (isinstance(join, models.ForeignKey) and join.remote_field.model is not None):
+        raise ValueError(f"{model.__name__}.{related} is not a forward foreign key or one-to-one")
+    other: type[Model] | None = join.related_model if join is not None else None  # type: ignore[assignment]
+    if not (connection.vendor == "postgresql" and not connection.queries_logged and _binary_safe(model, other)
+            and _utc_session(connection)):
+        rows: list[_M] = []
+        for start in range(0, len(values), chunk):
+            queryset = model._default_manager.filter(**{f"{attname}__in": values[start:start + chunk]})
+            if related is not None:
+                queryset = queryset.select_related(related)
+            if lock:
+                queryset = queryset.select_for_update(of=("self",))
+            rows += queryset
+        return rows
+    if lock and connection.get_autocommit():
+        raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")  # as Django
+    if not values:
+        return []
+    import psycopg
+
+    quote = connection.ops.quote_name
+    own = list(meta.concrete_fields)
+    columns = [f"t.{quote(str(f.column))}" for f in own]
+    joined = ""
+    theirs: list[Field[Any, Any]] = []
+    if join is not None and other is not None:
+        theirs = list(other._meta.concrete_fields)
+        columns += [f"r.{quote(str(f.column))}" for f in theirs]
+        target = join.target_field  # type: ignore[attr-defined]
+        joined = (f" LEFT OUTER JOIN {quote(other._meta.db_table)} r"
+                  f" ON t.{quote(str(join.column))} = r.{quote(str(target.column))}")
+    sql = (f"SELECT {', '.join(columns)} FROM {quote(meta.db_table)} t{joined}"  # noqa: S608 - model's names
+           f" WHERE t.{quote(str(field.column))} = ANY(%b::{field.db_type(connection)}[])"
+           + (" FOR UPDATE OF t" if lock else ""))
+    prepare = preparer(field, connection)
+    with connection.cursor(), connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, [[prepare(value) for value in values]], binary=True)
+        fetched = cursor.fetchall()
+    alias = connection.alias
+    width = len(own)
+    names = [f.attname for f in own]
+    found: list[_M] = []
+    if join is None or other is None:
+        for values_row in fetched:
+            found.append(model.from_db(alias, names, values_row))
+        return found
+    other_names = [f.attname for f in theirs]
+    other_pk = next(index for index, f in enumerate(theirs) if f.primary_key)
+    set_local = join.set_cached_value
+    set_remote = join.remote_field.set_cached_value if join.unique else None
+    for values_row in fetched:
+        row = model.from_db(alias, names, values_row[:width])
+        if values_row[width + other_pk] is None:
+            set_local(row, None)
+        else:
+            related_row = other.from_db(alias, other_names, values_row[width:])
+            set_local(row, related_row)
+            if set_remote is not None:
+                set_remote(related_row, row)
+        found.append(row)
+    return found
+
+
+def _binary_safe(*models_: type[Model] | None) -> bool:
+    return all(type(f) in _BINARY_SAFE for m in models_ if m is not None for f in m._meta.concrete_fields)
+
+
+def _utc_session(connection: BaseDatabaseWrapper) -> bool:
+    """Whether a timestamp read in binary comes with the tzinfo Django's loader gives it: the session's time zone is
+    UTC (psycopg then gives datetime.UTC) and Django's connection time zone is datetime.UTC."""
+    connection.ensure_connection()
+    return (settings.USE_TZ and connection.timezone is dt.UTC
+            and connection.connection.info.parameter_status("TimeZone") == "UTC")
