@@ -313,10 +313,12 @@ def rows_in(model: type[_M], attname: str, values: Sequence[Any], *, related: st
     connection = _connection(model)
     meta = model._meta
     field = meta.get_field(attname)
+    if not isinstance(field, Field):
+        raise ValueError(f"{model.__name__}.{attname} is not a field of its own")  # a reverse relation
     join = meta.get_field(related) if related is not None else None
-    if join is not None and not (isinstance(join, models.ForeignKey) and join.remote_field.model is not None):
+    if join is not None and not isinstance(join, models.ForeignKey):
         raise ValueError(f"{model.__name__}.{related} is not a forward foreign key or one-to-one")
-    other: type[Model] | None = join.related_model if join is not None else None  # type: ignore[assignment]
+    other: type[Model] | None = join.related_model if join is not None else None
     if not (connection.vendor == "postgresql" and not connection.queries_logged and _binary_safe(model, other)
             and _utc_session(connection)):
         rows: list[_M] = []
@@ -342,7 +344,7 @@ def rows_in(model: type[_M], attname: str, values: Sequence[Any], *, related: st
     if join is not None and other is not None:
         theirs = list(other._meta.concrete_fields)
         columns += [f"r.{quote(str(f.column))}" for f in theirs]
-        target = join.target_field  # type: ignore[attr-defined]
+        target = join.target_field
         joined = (f" LEFT OUTER JOIN {quote(other._meta.db_table)} r"
                   f" ON t.{quote(str(join.column))} = r.{quote(str(target.column))}")
     sql = (f"SELECT {', '.join(columns)} FROM {quote(meta.db_table)} t{joined}"  # noqa: S608 - model's names
