@@ -369,7 +369,7 @@ def _bound(value: Any, info: msgspec.inspect.Type, now: float, name: str) -> Any
     if isinstance(info, msgspec.inspect.FloatType) and name in _TIME_FIELDS:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not time_problem(value, now, name):
             return value
-        return now
+        return now if not time_problem(now, now) else value  # a clock that is itself absurd replaces nothing
     if isinstance(info, msgspec.inspect.VarTupleType) and isinstance(value, tuple):
         if info.max_length is not None:
             value = value[: info.max_length]
@@ -385,9 +385,16 @@ def _bound(value: Any, info: msgspec.inspect.Type, now: float, name: str) -> Any
     return value
 
 
+def sane_now(now: float) -> float:
+    """``now`` to judge event times by, or infinity (no upper bound) when this clock is itself not a sane time
+    (a machine whose clock says 1970): then a PBX's correct times are not refused for it."""
+    return now if not time_problem(now, now) else math.inf
+
+
 def bounded(event: Event, now: float) -> Event:
     """``event`` with every text cut to its bound (NUL characters removed) and every time out of range replaced by
-    ``now``: what a bridge keeps of an event its translator built wrong, rather than losing the call."""
+    ``now`` (when ``now`` is itself sane): what a bridge keeps of an event its translator built wrong, rather than
+    losing the call."""
     result: Event = _bound(event, msgspec.inspect.type_info(type(event)), now, "")
     return result
 
@@ -439,6 +446,10 @@ def json_schema() -> dict[str, object]:
 # so a captured request cannot be replayed later and the secret itself never crosses the network.
 
 BRIDGE_HEADER: Final = "X-Callcenter-Bridge"
+# Sent by a bridge that reads BatchReceipt.refused. Without it (an older bridge) a batch with refused events is
+# answered 400 invalid_batch (its valid events stored all the same), which such a bridge splits down to the event.
+RECEIPT_HEADER: Final = "X-Callcenter-Receipt"
+PER_EVENT_RECEIPT: Final = "per-event"
 SIGNATURE_HEADER: Final = "X-Callcenter-Signature"
 SIGNATURE_TOLERANCE: Final = 300
 MIN_SECRET_LENGTH: Final = 16

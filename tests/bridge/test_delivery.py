@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -535,3 +536,24 @@ async def test_delivery_resumes_when_the_real_crm_process_comes_back(outbox, liv
     await asyncio.to_thread(crm.start)
     await drained(outbox)
     assert sorted(crm.processed_ids()) == sorted(e.event_id for e in events)
+
+
+@pytest.mark.slow
+async def test_a_poison_event_does_not_stop_delivery_to_the_real_crm(outbox, live_crm, deliverers, crm_template):
+    """Issue 11, finding 2, end to end: an event with occurred_at 1e300 (what a bridge without the checks at entry
+    would have queued) in the middle of the traffic. The real CRM refuses it alone; the bridge sets it aside with the
+    reason and delivers everything else."""
+    crm = live_crm()
+    await asyncio.to_thread(crm.start)
+    events = list(synthetic.traffic(40, prefix="poison"))
+    poison = wire.CallAnswered(event_id="poison:1e300", occurred_at=1e300, call_id="poison-x", extension="100")
+    await _fill(outbox, events[:50])
+    outbox._insert([(poison.event_id, time.time(), wire.encode(poison))])  # past put()'s checks, as an old bridge
+    await _fill(outbox, events[50:])
+    deliverer = deliverers(outbox, crm.url, secret=crm_template.secret, batch_size=30)
+    deliverer.start()
+    await drained(outbox)
+    assert sorted(crm.processed_ids()) == sorted(e.event_id for e in events)
+    [letter] = outbox.dead_letter_list()
+    assert letter.event_id == poison.event_id and "ahead of this clock" in letter.reason
+    assert deliverer.dead_letters_total == 1 and crm.failed_events() == 0

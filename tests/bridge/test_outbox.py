@@ -368,3 +368,16 @@ async def test_an_event_that_cannot_be_repaired_is_counted_and_said_never_queued
         await outbox.flush()
     assert outbox.depth == 0 and outbox.dropped_total == 1
     assert "cannot be repaired; NOT stored" in caplog.text
+
+
+async def test_a_machine_clock_that_is_itself_absurd_loses_nothing(tmp_path: Path) -> None:
+    """A bridge whose clock says 1970 (a dead CMOS battery) cannot judge event times: it keeps them as they are."""
+    box = Outbox(tmp_path / "outbox.sqlite3", clock=lambda: 1_000.0)
+    await box.start()
+    try:
+        event = _events(1)[0]
+        box.put(event)
+        await box.flush()
+        assert box.dropped_total == 0 and wire.decode_event(box.peek(1)[0][1]) == event
+    finally:
+        await box.close()

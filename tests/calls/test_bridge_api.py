@@ -19,7 +19,7 @@ URL = "/bridge/v1/events"
 
 def _post(client, body: bytes, *, bridge_id: str = "office", secret: str = SECRET, at: float | None = None,
           signature: str | None = None):
-    headers = {wire.BRIDGE_HEADER: bridge_id}
+    headers = {wire.BRIDGE_HEADER: bridge_id, wire.RECEIPT_HEADER: wire.PER_EVENT_RECEIPT}
     headers[wire.SIGNATURE_HEADER] = signature if signature is not None else wire.sign(
         secret, body, int(time.time() if at is None else at)
     )
@@ -218,6 +218,22 @@ def test_one_invalid_event_is_refused_with_its_reason_and_the_rest_is_stored(cli
     assert set(ProcessedEvent.objects.values_list("event_id", flat=True)) == {ev.event_id for ev in good}
     assert Call.objects.get().answered_at is not None
     _one_line_no_traceback(caplog)
+
+
+def test_an_older_bridge_gets_a_400_for_a_batch_with_a_refused_event_the_rest_stored(client, bridge, alice,
+                                                                                     asterisk):
+    e = Events()
+    good = e.ringing("100", 0)
+    body = _raw_batch(wire.encode(good), _with(e.answered("100", 1), occurred_at=1e300))
+    headers = {wire.BRIDGE_HEADER: "office", wire.SIGNATURE_HEADER: wire.sign(SECRET, body, int(time.time()))}
+    response = client.post(URL, body, content_type="application/json", headers=headers)  # no X-Callcenter-Receipt
+    assert response.status_code == 400 and response.json()["error_id"] == "invalid_batch"
+    assert "ahead of this clock" in response.json()["message"]
+    assert list(ProcessedEvent.objects.values_list("event_id", flat=True)) == [good.event_id]
+    half = _batch(good)
+    again = client.post(URL, half, content_type="application/json", headers={
+        wire.BRIDGE_HEADER: "office", wire.SIGNATURE_HEADER: wire.sign(SECRET, half, int(time.time()))})
+    assert wire.decode_receipt(again.content) == wire.BatchReceipt(accepted=0, duplicates=1)  # its halves: harmless
 
 
 def test_a_batch_of_only_refused_events_stores_nothing_and_says_why(client, bridge):

@@ -127,6 +127,7 @@ def test_signed_random_bodies_never_give_a_5xx(client, bridge, alice, asterisk, 
     caplog.clear()
     caplog.set_level(logging.DEBUG)
     before = ProcessedEvent.objects.count()
-    headers = {wire.BRIDGE_HEADER: "office", wire.SIGNATURE_HEADER: wire.sign(SECRET, body, int(time.time()))}
+    headers = {wire.BRIDGE_HEADER: "office", wire.SIGNATURE_HEADER: wire.sign(SECRET, body, int(time.time())),
+               wire.RECEIPT_HEADER: wire.PER_EVENT_RECEIPT}
     response = client.post(URL, body, content_type="application/json", headers=headers)
     _check(response, before, caplog, body)

@@ -311,6 +311,7 @@ class Deliverer:
         headers = {
             "Content-Type": "application/json",
             wire.BRIDGE_HEADER: self.bridge_id,
+            wire.RECEIPT_HEADER: wire.PER_EVENT_RECEIPT,
             wire.SIGNATURE_HEADER: wire.sign(self._secret, body, int(self._clock())),
         }
         self.requests_total += 1

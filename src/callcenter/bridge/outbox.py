@@ -319,9 +319,9 @@ class Outbox:
         now = self._clock()
         encoded = wire.encode(event)
         try:
-            wire.checked_event(encoded, now)
+            wire.checked_event(encoded, wire.sane_now(now))
         except wire.WireError as problem:
-            encoded = self._repaired(event, now, problem)
+            encoded = self._repaired(event, wire.sane_now(now), problem)
             if not encoded:
                 return
         self._queue.append((event.event_id, now, encoded))

@@ -2,11 +2,13 @@
 ``GET /bridge/v1/health`` says whether the CRM can store them.
 
 Answers of /events (JSON): 200 with a BatchReceipt that answers per event (accepted, duplicates, and ``refused``: each
-event that is invalid on its own, with its position, id and reason); 401 ``unauthenticated`` (unknown or inactive
-bridge, missing, malformed, stale or wrong signature); 400 ``invalid_batch`` (the envelope is not the wire format, or
-not UTF-8; the message names the problem); 413 ``too_large``; 405 for other methods. Errors carry a stable
-``error_id`` and a message for people, and are logged as one line (never a traceback). Every event is decoded and
-checked (schema, bounds, time range: wire.check_event) on its own, so one bad event never fails its batch.
+event that is invalid on its own, with its position, id and reason; a bridge that does not send
+``X-Callcenter-Receipt: per-event`` gets a 400 ``invalid_batch`` instead, as before that field existed);
+401 ``unauthenticated`` (unknown or inactive bridge, missing, malformed, stale or wrong signature); 400
+``invalid_batch`` (the envelope is not the wire format, or not UTF-8; the message names the problem); 413
+``too_large``; 405 for other methods. Errors carry a stable ``error_id`` and a message for people, and are logged as
+one line (never a traceback). Every event is decoded and checked (schema, bounds, time range: wire.check_event) on
+its own, so one bad event never fails its batch.
 
 /health is unauthenticated and cheap: 200 ``{"status": "ok"}`` when the database answers, else 503; it shows no data
 and no secret. The bridge polls it while deliveries fail, to resume as soon as the CRM is back.
@@ -105,6 +107,11 @@ def events(request: HttpRequest) -> HttpResponse:
             "bridge %s: %d of %d events refused, the rest stored; first: event %r (#%d): %s",
             bridge, len(answer.refused), len(batch.events), first.event_id, first.index, first.reason,
         )
+        if request.headers.get(wire.RECEIPT_HEADER) != wire.PER_EVENT_RECEIPT:
+            # An older bridge cannot read `refused`: refuse the batch as a whole (the rest is stored all the same,
+            # so its resending is harmless); it splits the batch down to the event and sets that one aside.
+            return error(400, "invalid_batch", f"event {first.event_id!r} (#{first.index}): {first.reason}",
+                         refused=len(answer.refused))
     if receipt is not None and receipt.failed:
         log.error("bridge %s: %d events could not be applied; see processed bridge events", bridge, receipt.failed)
     return HttpResponse(wire.encode(answer), content_type="application/json")

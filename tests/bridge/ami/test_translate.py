@@ -712,3 +712,13 @@ def test_a_consultation_dialled_through_a_local_channel_with_the_agents_caller_i
     [bob_ringing] = [e for e in pbx.events if getattr(e, "extension", "") == "101"]
     assert isinstance(bob_ringing, wire.CallRinging)
     assert (bob_ringing.remote_number, bob_ringing.transferred_from) == (CALLER, "100")
+
+
+def test_with_an_absurd_clock_of_its_own_the_pbx_s_times_are_kept() -> None:
+    translator = Translator(clock=lambda: 1_000.0)  # this machine's clock says 1970
+    out = translator.feed(
+        Message("event", (("Event", "DeviceStateChange"), ("Timestamp", f"{ARRIVAL:.6f}"), ("Device", "Custom:DND100"),
+                          ("State", "BUSY"))),
+        arrival_time=1_000.0,
+    )
+    assert [e.occurred_at for e in out] == [ARRIVAL]

@@ -982,7 +982,7 @@ class Translator:
         """The PBX's Timestamp when it is a sane event time (wire.time_problem: not before 2000, not more than a
         day ahead of this clock), else the arrival time, with one warning line: the call is never lost over it."""
         raw = h.get("timestamp", "").strip()
-        now = self._clock()
+        now = wire.sane_now(self._clock())
         if raw:
             try:
                 value = float(raw)
@@ -994,8 +994,8 @@ class Translator:
                     self.pbx_time = value
                 return value, raw
             log.warning("%s has an invalid Timestamp %r (%s); using the arrival time", event, raw[:40], problem[:120])
-        if wire.time_problem(arrival_time, now):
-            arrival_time = now
+        if wire.time_problem(arrival_time, now) and math.isfinite(now):
+            arrival_time = now  # (a clock that is itself absurd leaves nothing better than the arrival time)
         return arrival_time, f"{arrival_time:.6f}"
 
     def _note_unknown(self, name: str) -> None:
