@@ -24,11 +24,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from callcenter import wire
 from proof._stack import (
     CALLCENTER,
+    DEFAULT_PG_URL,
     ROOT,
     CrmServer,
     Database,
@@ -49,7 +51,7 @@ RING_BATCH = 100
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, help="trials per database (default 1,000; --quick 100)")
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
 
 
 def execute(db: Database, sql: str) -> None:
@@ -184,10 +186,23 @@ def check(db: Database, trials: int, prefix: str) -> tuple[Counter[int], list[st
     return histogram, wrong
 
 
-def one_database(kind: str, options: argparse.Namespace, results: Results, workdir: Path, trials: int) -> None:
-    directory = workdir / kind
-    directory.mkdir()
-    with database(kind, directory, options.pg_url) as db:
+@dataclass
+class Outcome:
+    trials: int
+    histogram: Counter[int]
+    wrong: list[str]
+    overlapping: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.wrong and self.histogram == Counter({1: self.trials})
+
+
+def race_on(kind: str, directory: Path, trials: int, pg_url: str = DEFAULT_PG_URL) -> Outcome:
+    """The whole race on a fresh database of ``kind``: the CRM prepared, served, raced ``trials`` times, read back."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with database(kind, directory, pg_url) as db:
         secret_files = {BRIDGES[0]: prepare_crm(db, directory)}
         for bridge in BRIDGES[1:]:
             secret_files[bridge] = directory / f"{bridge}.secret"
@@ -197,21 +212,26 @@ def one_database(kind: str, options: argparse.Namespace, results: Results, workd
         execute(db, "UPDATE resources_callcentersettings SET create_call_when_answered = TRUE")
         crm = CrmServer(db, directory)
         crm.start()
+        prefix = f"race-{kind}-"
         try:
-            prefix = f"race-{kind}-"
             seconds, overlapping = run_trials(crm, secrets, trials, prefix)
         finally:
             crm.stop()
         histogram, wrong = check(db, trials, prefix)
-        for line in wrong[:20]:
-            log(f"{kind}: {line}")
-        shown = ", ".join(f"{records} record{'s' if records != 1 else ''}: {count}"
-                          for records, count in sorted(histogram.items()))
-        results.add(f"{kind}: {trials} trials, 3 agents answering one ring-group call at once over HTTP, "
-                    "create-when-answered on",
-                    f"records per trial {{{shown}}}; {len(wrong)} trials not exactly 1 record + 1 activity + "
-                    f"1 linked leg; {overlapping} trials with all 3 posts in flight at once ({seconds:.0f}s)",
-                    not wrong and histogram == Counter({1: trials}))
+    for line in wrong[:20]:
+        log(f"{kind}: {line}")
+    return Outcome(trials, histogram, wrong, overlapping, seconds)
+
+
+def one_database(kind: str, options: argparse.Namespace, results: Results, workdir: Path, trials: int) -> None:
+    outcome = race_on(kind, workdir / kind, trials, options.pg_url)
+    shown = ", ".join(f"{records} record{'s' if records != 1 else ''}: {count}"
+                      for records, count in sorted(outcome.histogram.items()))
+    results.add(f"{kind}: {trials} trials, 3 agents answering one ring-group call at once over HTTP, "
+                "create-when-answered on",
+                f"records per trial {{{shown}}}; {len(outcome.wrong)} trials not exactly 1 record + 1 activity + "
+                f"1 linked leg; {outcome.overlapping} trials with all 3 posts in flight at once "
+                f"({outcome.seconds:.0f}s)", outcome.ok)
 
 
 def run(options: argparse.Namespace, results: Results, workdir: Path) -> None:

@@ -1,13 +1,16 @@
 """S-3.7 under real concurrency: three agents answer the same ring-group call at the same instant, with "create call
 when answered" on. Each answer arrives from a bridge of its own, in a thread of its own with its own database
 connection, all released by one barrier: exactly one call row, one activity, and the two other legs left without a
-row, every time. (proof/ring_group_race.py does 1,000 trials per database over HTTP against the real CRM.)"""
+row, every time. The thread race needs a database that waits for locks (the PostgreSQL pass; the in-memory SQLite
+test database does not); on SQLite the same race runs over HTTP against the real CRM on a file, as
+proof/ring_group_race.py does 1,000 times per database."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from django.db import connection, connections
@@ -19,8 +22,6 @@ from callcenter.calls.models import Bridge, Call, CallLeg
 from callcenter.resources.models import CallCenterSettings, PhoneSystem
 
 from ..conftest import _resource
-
-pytestmark = pytest.mark.django_db(transaction=True)
 
 AGENTS = ("100", "101", "102")
 TRIALS = 15
@@ -55,6 +56,7 @@ def _shared_memory_sqlite() -> bool:
     return connection.vendor == "sqlite" and connection.is_in_memory_db()
 
 
+@pytest.mark.django_db(transaction=True)
 def test_three_agents_answering_at_once_make_one_call_and_one_activity() -> None:
     if _shared_memory_sqlite():
         pytest.skip("the in-memory SQLite test database does not wait for locks (SQLITE_LOCKED); the PostgreSQL pass "
@@ -87,3 +89,18 @@ def test_three_agents_answering_at_once_make_one_call_and_one_activity() -> None
         assert sorted(str(call_ref) for _ext, call_ref in legs) == sorted([str(call.pk), "None", "None"])
     assert records == Counter({1: TRIALS})
     assert Activity.objects.count() == TRIALS
+
+
+@pytest.mark.slow
+def test_three_bridges_racing_over_http_on_a_sqlite_file(tmp_path: Path) -> None:
+    """The same race against the real CRM (`callcenter serve`) on a SQLite file: the three answers posted at once by
+    three bridges over HTTP (proof/ring_group_race.py, a few trials)."""
+    from proof._stack import reap_all
+    from proof.ring_group_race import race_on
+
+    try:
+        outcome = race_on("sqlite", tmp_path / "crm", trials=12)
+    finally:
+        reap_all()
+    assert outcome.wrong == []
+    assert outcome.histogram == Counter({1: 12})
