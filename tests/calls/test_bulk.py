@@ -165,3 +165,14 @@ def test_rows_in_locks_the_rows_it_reads_until_the_transaction_ends_and_only_in_
         assert try_lock("rows.1")
     finally:
         other.close()
+
+
+def test_values_and_prepared_values_of_a_row_with_deferred_fields_are_those_of_the_whole_row(alice):
+    call, _legs = _legs_and_calls(alice)
+    whole = Call.objects.get(pk=call.pk)
+    deferred = Call.objects.only("id", "number").get(pk=call.pk)
+    assert bulk.values(deferred) == bulk.values(whole)
+    fields = [field for field in Call._meta.concrete_fields if field.name not in ("created_at", "updated_at")]
+    assert bulk.prepared([Call.objects.only("id").get(pk=call.pk)], fields, connection, add=False) == \
+        bulk.prepared([whole], fields, connection, add=False)
+    assert bulk.prepared([whole], [], connection, add=False) == [[]]

@@ -116,13 +116,32 @@ def prepared(rows: Sequence[Model], fields: Sequence[Field[Any, Any]], connectio
     """Each row's values of ``fields`` as save() sends them to the database: field.pre_save() (which sets auto_now
     fields) then field.get_db_prep_save(). A field that keeps Field.pre_save() is read directly, which is all that
     method does; this runs for every value a batch writes."""
-    steps = [(field.attname, preparer(field, connection),
-              None if type(field).pre_save is Field.pre_save else field.pre_save) for field in fields]
-    return [
-        [prepare(getattr(row, attname) if pre_save is None else pre_save(row, add))
-         for attname, prepare, pre_save in steps]
-        for row in rows
-    ]
+    if not fields:
+        return [[] for _row in rows]
+    steps = [(preparer(field, connection), None if type(field).pre_save is Field.pre_save else field.pre_save)
+             for field in fields]
+    names = [field.attname for field in fields]
+    read, read_attributes = _getters(*names)
+    prepared_rows = []
+    for row in rows:
+        try:
+            current = read(row.__dict__)
+        except KeyError:  # a deferred field: the attribute reads it from the database
+            current = read_attributes(row)
+        prepared_rows.append([prepare(value if pre_save is None else pre_save(row, add))
+                              for value, (prepare, pre_save) in zip(current, steps, strict=True)])
+    return prepared_rows
+
+
+@functools.cache
+def _getters(*names: str) -> tuple[Callable[[dict[str, Any]], tuple[Any, ...]], Callable[[Model], tuple[Any, ...]]]:
+    """Functions giving the values of the fields ``names`` (attnames) as a tuple: from a model instance's __dict__,
+    where Django's field descriptors keep them (reading it directly skips the descriptor that each foreign key's id
+    goes through), and through the attributes (for a row with deferred fields)."""
+    if len(names) == 1:
+        [name] = names
+        return (lambda data: (data[name],)), (lambda row: (getattr(row, name),))
+    return operator.itemgetter(*names), operator.attrgetter(*names)
 
 
 def _run(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *, many: bool = False,
@@ -251,14 +270,13 @@ def attnames(model: type[Model]) -> tuple[str, ...]:
     return tuple(field.attname for field in model._meta.concrete_fields)
 
 
-@functools.cache
-def _values_getter(model: type[Model]) -> Callable[[Model], tuple[object, ...]]:
-    return operator.attrgetter(*attnames(model))
-
-
 def values(row: Model) -> tuple[object, ...]:
     """The row's field values, in attnames() order."""
-    return _values_getter(type(row))(row)
+    read, read_attributes = _getters(*attnames(type(row)))
+    try:
+        return read(row.__dict__)
+    except KeyError:  # a deferred field
+        return read_attributes(row)
 
 
 def update_rows(model: type[_M], rows: Sequence[_M], names: Sequence[str]) -> None:
