@@ -19,8 +19,9 @@ below 500, and when the request was refused (4xx, a form shown again with errors
 flash) every table except sessions holds exactly the rows it held before (a digest of every row, not only counts).
 
 Figure: requests sent, 5xx answers, refused requests that stored something — per database (SQLite, and PostgreSQL on
-a throwaway database when the server answers). `--quick`: fewer examples. The unit-level version (200 examples per
-target, derandomized) is tests/calls/test_screen_fuzz.py.
+a throwaway database), 200 hostile requests per target after the well-formed ones, both databases at once (two
+processes). `--quick`: 20 per target. The unit-level version (50 per target, derandomized) is
+tests/calls/test_screen_fuzz.py.
 """
 
 from __future__ import annotations
@@ -673,9 +674,10 @@ def _child(db: str, examples: int, only: list[str], pg_url: str) -> int:
         ok = tally.server_errors == 0 and tally.stored_when_refused == 0 and not failures
         statuses = ", ".join(f"{status}: {count}" for status, count in sorted(tally.statuses.items()))
         _log(f"{db}: statuses {statuses}")
-        print(f"PROOF {NAME} | {db}: {len(targets_names(only))} targets x {examples} hostile requests, logged in, "
-              f"CSRF enforced | {tally.requests} requests, {tally.server_errors} 5xx, {tally.refused} refused, "
-              f"{tally.stored_when_refused} stored by a refused one | {'PASS' if ok else 'FAIL'}", flush=True)
+        print(f"PROOF {NAME} | {db}: {len(targets_names(only))} targets: well-formed + {examples} hostile requests "
+              f"each, logged in, CSRF enforced | {tally.requests} requests, {tally.server_errors} 5xx, "
+              f"{tally.refused} refused, {tally.stored_when_refused} stored by a refused one | "
+              f"{'PASS' if ok else 'FAIL'}", flush=True)
         return 0 if ok else 1
 
     if db == "sqlite":
@@ -700,28 +702,38 @@ def targets_names(only: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="100 examples per target instead of 1,000")
+    parser.add_argument("--quick", action="store_true", help="20 examples per target instead of 200")
     parser.add_argument("--examples", type=int, help="examples per target")
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--target", action="append", default=[], help="fuzz this target only (repeatable)")
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     options = parser.parse_args(argv)
-    examples = options.examples or (100 if options.quick else 1000)
+    examples = options.examples or (20 if options.quick else 200)
     if options.db != "both":
         return _child(options.db, examples, options.target, options.pg_url)
     import subprocess
 
-    codes = []
+    # Both databases at once, each in a process of its own (a Django process has one database configuration); their
+    # PROOF lines are printed here, last, in a fixed order.
+    children = {}
     for db in ("sqlite", "postgres"):
         args = [sys.executable, "-m", "proof.screen_fuzz", "--db", db, "--examples", str(examples),
                 "--pg-url", options.pg_url, *[f"--target={name}" for name in options.target]]
-        child = subprocess.Popen(args)
-        try:
-            codes.append(child.wait())
-        except KeyboardInterrupt:
-            child.wait()
-            raise
-    return 0 if all(code == 0 for code in codes) else 1
+        children[db] = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    outputs = {}
+    try:
+        for db, child in children.items():
+            outputs[db] = child.communicate()[0]
+    except KeyboardInterrupt:
+        for child in children.values():
+            child.wait()  # each got the same Ctrl-C; let it drop its database
+        raise
+    for db in children:
+        print(outputs.get(db, ""), end="", flush=True)
+        if not outputs.get(db, "").strip():
+            print(f"PROOF {NAME} | {db}: the same fuzz | the process printed nothing (exit "
+                  f"{children[db].returncode}) | FAIL", flush=True)
+    return 0 if all(child.returncode == 0 for child in children.values()) else 1
 
 
 if __name__ == "__main__":
