@@ -299,9 +299,13 @@ def update_rows(model: type[_M], rows: Sequence[_M], names: Sequence[str]) -> No
         arrays = ", ".join([f"%s::{meta.pk.rel_db_type(connection)}[]"] + [f"%s::{kind}[]" for kind in types])
         assignments = ", ".join(f"{column} = new.{column}" for column in columns)
         names_list = ", ".join([pk, *columns])
+        # "AND pk = ANY(ids)" as well: on its own, the join makes the planner read the whole table once the batch
+        # has a few hundred rows (a hash join; its guess of a random read's cost is for disks), and the time per
+        # batch grows with the table; a primary key's ANY it estimates right, statistics or not: an index scan.
         sql = (f"UPDATE {table} SET {assignments} FROM UNNEST({arrays}) AS new ({names_list}) "  # noqa: S608
-               f"WHERE {table}.{pk} = new.{pk}")
-        _run(connection, sql, [[row.pk for row in rows], *_by_column(values_by_row, len(fields))])
+               f"WHERE {table}.{pk} = new.{pk} AND {table}.{pk} = ANY(%s::{meta.pk.rel_db_type(connection)}[])")
+        ids = [row.pk for row in rows]
+        _run(connection, sql, [ids, *_by_column(values_by_row, len(fields)), ids])
         return
     assignments = ", ".join(f"{column} = %s" for column in columns)
     sql = f"UPDATE {table} SET {assignments} WHERE {pk} = %s"  # noqa: S608 - names from the model
@@ -356,18 +360,24 @@ def rows_in(model: type[_M], attname: str, values: Sequence[Any], *, related: st
 
     quote = connection.ops.quote_name
     own = list(meta.concrete_fields)
-    columns = [f"t.{quote(str(f.column))}" for f in own]
-    joined = ""
+    own_columns = ", ".join(f"t.{quote(str(f.column))}" for f in own)
+    # Each value looked up on its own (a nested loop over the array, an index probe per value): the planner, left to
+    # choose, reads the whole table once it guesses that many rows match (as it does for ANY(array) of a column
+    # without statistics, the state of a table growing fast before it is analysed), and the time per batch then
+    # grows with the table.
+    lookup = (f"UNNEST(%b::{field.db_type(connection)}[]) AS k (v) CROSS JOIN LATERAL (SELECT {own_columns}"  # noqa: S608
+              f" FROM {quote(meta.db_table)} t WHERE t.{quote(str(field.column))} = k.v"
+              f" OFFSET 0{' FOR UPDATE' if lock else ''}) t")
+    selected, joined = own_columns, ""
     theirs: list[Field[Any, Any]] = []
     if join is not None and other is not None:
         theirs = list(other._meta.concrete_fields)
-        columns += [f"r.{quote(str(f.column))}" for f in theirs]
-        target = join.target_field
-        joined = (f" LEFT OUTER JOIN {quote(other._meta.db_table)} r"
-                  f" ON t.{quote(str(join.column))} = r.{quote(str(target.column))}")
-    sql = (f"SELECT {', '.join(columns)} FROM {quote(meta.db_table)} t{joined}"  # noqa: S608 - model's names
-           f" WHERE t.{quote(str(field.column))} = ANY(%b::{field.db_type(connection)}[])"
-           + (" FOR UPDATE OF t" if lock else ""))
+        their_columns = ", ".join(f"r.{quote(str(f.column))}" for f in theirs)
+        selected += f", {their_columns}"
+        joined = (f" LEFT JOIN LATERAL (SELECT {their_columns} FROM {quote(other._meta.db_table)} r"  # noqa: S608
+                  f" WHERE r.{quote(str(join.target_field.column))} = t.{quote(str(join.column))} OFFSET 0) r ON TRUE")
+    sql = f"SELECT {selected} FROM {lookup}{joined}"  # noqa: S608 - the model's names
+    values = list(dict.fromkeys(values))  # each row once
     prepare = preparer(field, connection)
     with connection.cursor(), connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, [[prepare(value) for value in values]], binary=True)
