@@ -282,8 +282,8 @@ def run(options: argparse.Namespace, results: object, workdir: Path) -> None:
     for name, form, path, count in hits:
         log(f"FOUND {name} ({form}) {count}x in {path.relative_to(run_dir)}")
     forms = sum(len(needles(secret)) for secret in named.values())
-    results.add(f"{len(named)} secrets ({', '.join(named)}) in every log, page, metrics output, capture, command "  # type: ignore[attr-defined]
-                "output and the outbox of a whole run (CRM + bridge + pbxsim, calls, logins good and bad, commands)",
+    results.add(f"{len(named)} secrets ({', '.join(named)}) in the logs, pages, metrics, capture, command outputs "  # type: ignore[attr-defined]
+                "and outbox of a whole run",
                 f"{sum(hit[3] for hit in hits)} occurrences in {len(searched)} files x {forms} forms "
                 f"(plain, URL-encoded, base64 x 3 alignments)", not hits)
     in_database = {(name, form) for name, form, _path, _count in scan(database_files, named)}

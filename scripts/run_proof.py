@@ -19,6 +19,7 @@ import argparse
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -45,6 +46,21 @@ def parse_result(line: str) -> tuple[str, str, str, str] | None:
     if len(parts) < 4 or parts[-1] not in ("PASS", "FAIL"):
         return None
     return parts[0], " | ".join(parts[1:-2]), parts[-2], parts[-1]
+
+
+def print_table(rows: list[tuple[str, str, str, str]], limits: tuple[int, ...] = (24, 60, 60, 7)) -> None:
+    """The PROOF lines as a table, long cells wrapped within their column."""
+    header = ("module", "what was checked", "figure", "verdict")
+    wrapped = [[textwrap.wrap(cell, limit) or [""] for cell, limit in zip(row, limits, strict=True)]
+               for row in [header, *rows]]
+    widths = [max(len(line) for row in wrapped for line in row[index]) for index in range(len(header))]
+    for number, row in enumerate(wrapped):
+        for line in range(max(len(cell) for cell in row)):
+            cells = [cell[line] if line < len(cell) else "" for cell in row]
+            print(" | ".join(text.ljust(width) for text, width in zip(cells, widths, strict=True)).rstrip(),
+                  flush=True)
+        if number == 0:
+            print("-+-".join("-" * width for width in widths), flush=True)
 
 
 def run_one(name: str, extra: list[str]) -> tuple[int, list[str], float]:
@@ -107,13 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
     print("\n=== proof results", flush=True)
-    widths = [max([len(header)] + [len(row[index]) for row in rows]) for index, header in
-              enumerate(("module", "what was checked", "figure", "verdict"))]
-    header = ("module", "what was checked", "figure", "verdict")
-    print(" | ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)), flush=True)
-    print("-+-".join("-" * width for width in widths), flush=True)
-    for row in rows:
-        print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)), flush=True)
+    print_table(rows)
     print("\n=== wall time per module", flush=True)
     for name, seconds, status in timings:
         print(f"{name:<24} {seconds:8.1f} s  {status}", flush=True)
