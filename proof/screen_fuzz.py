@@ -393,7 +393,7 @@ def requests_for(target: Target, world: World) -> st.SearchStrategy[Request]:
         raw_q = draw(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(INVALID_UTF8)), max_size=2))
         raw_b = draw(st.lists(st.tuples(st.integers(0, 8), st.sampled_from(INVALID_UTF8)), max_size=2))
         method = draw(st.sampled_from(["GET"] * 3 + ["POST"] * 6 + ["HEAD", "PUT", "DELETE"]))
-        body_kind = draw(st.sampled_from(["form"] * 6 + ["raw", "multipart", "json"]))
+        body_kind = draw(st.sampled_from(["form"] * 8 + ["raw", "multipart", "json", "many fields", "too big"]))
         if method in ("GET", "HEAD"):
             body, content_type = None, ""
         elif body_kind == "raw":
@@ -407,6 +407,10 @@ def requests_for(target: Target, world: World) -> st.SearchStrategy[Request]:
                       if '"' not in name and "\r" not in name and "\n" not in name]
             body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
             content_type = f"multipart/form-data; boundary={boundary}"
+        elif body_kind == "many fields":  # past DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000)
+            body, content_type = b"&".join(b"f%d=1" % n for n in range(1200)), "application/x-www-form-urlencoded"
+        elif body_kind == "too big":  # past DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB)
+            body, content_type = b"q=" + b"9" * 3_000_000, "application/x-www-form-urlencoded"
         elif body_kind == "json":
             body, content_type = b'{"number": "\xff", "busy": [1, {"x": null}]}', "application/json"
         else:
