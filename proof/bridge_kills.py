@@ -101,8 +101,13 @@ def run(options: argparse.Namespace, results: Results, workdir: Path) -> None:
     unexplained = [key for key in seen.missing if key not in set(unseen)]
     if lost_events:
         log(f"accepted events the CRM never stored (first 10): {lost_events[:10]}")
-    if unexplained:
-        log(f"legs rung while a bridge was running that the CRM has no row for (first 10): {unexplained[:10]}")
+    for key in unexplained[:10]:
+        leg = legs[key]
+        killed, back = min(down, key=lambda window: abs(window[0] - leg.rang_at))
+        ended = "never" if leg.ended_at is None else f"{leg.ended_at - killed:+.2f} s"
+        log(f"leg {key} rang while a bridge was running, and the CRM has no row for it: it rang at "
+            f"{leg.rang_at - killed:+.2f} s and hung up at {ended} from the nearest kill; that bridge was back at "
+            f"{back - killed:+.2f} s")
     ok = (not lost_events and seen.duplicated == 0 and seen.open_after == 0 and seen.failed_events == 0
           and len(down) == kills)
     results.add(
