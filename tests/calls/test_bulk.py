@@ -176,3 +176,20 @@ def test_values_and_prepared_values_of_a_row_with_deferred_fields_are_those_of_t
     assert bulk.prepared([Call.objects.only("id").get(pk=call.pk)], fields, connection, add=False) == \
         bulk.prepared([whole], fields, connection, add=False)
     assert bulk.prepared([whole], [], connection, add=False) == [[]]
+
+
+@pytest.mark.parametrize("logged", [False, True], ids=["direct", "queries-logged"])
+def test_present_says_which_values_some_row_has_as_the_queryset_does(logged):
+    bulk.insert_values(ProcessedEvent, ("event_id", "bridge_id", "event_type", "occurred_at"),
+                       [(f"present:{n}", None, "call.ringing", WHEN) for n in range(3)])
+    asked = ["present:2", "present:9", "present:0", "present:2", "Ω"]
+    expected = set(ProcessedEvent.objects.filter(event_id__in=asked).values_list("event_id", flat=True))
+    if logged:  # Django's cursor, where queries are logged: the queryset itself
+        with CaptureQueriesContext(connection) as queries:
+            got = bulk.present(ProcessedEvent, "event_id", asked)
+        assert len(queries) == 1
+    else:
+        got = bulk.present(ProcessedEvent, "event_id", asked)
+    assert got == expected == {"present:0", "present:2"}
+    assert bulk.present(ProcessedEvent, "event_id", []) == set()
+    assert bulk.present(CallLeg, "call_id", [-1]) == set()

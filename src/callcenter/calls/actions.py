@@ -115,9 +115,7 @@ def receive_events(bridge: Bridge | None, events: Sequence[wire.Event]) -> Recei
             receipt.duplicates += 1
         else:
             unique[event.event_id] = event
-    seen = set(
-        ProcessedEvent.objects.filter(event_id__in=list(unique)).values_list("event_id", flat=True)
-    )
+    seen = bulk.present(ProcessedEvent, "event_id", list(unique))
     fresh = [event for event_id, event in unique.items() if event_id not in seen]
     receipt.duplicates += len(seen)
     if not fresh:

@@ -417,3 +417,26 @@ def _utc_session(connection: BaseDatabaseWrapper) -> bool:
     connection.ensure_connection()
     return (settings.USE_TZ and connection.timezone is dt.UTC
             and connection.connection.info.parameter_status("TimeZone") == "UTC")
+
+
+def present(model: type[Model], attname: str, values: Sequence[Any]) -> set[Any]:
+    """Which of ``values`` some row of ``model`` has in the field ``attname``:
+    ``set(model.objects.filter(<attname>__in=values).values_list(attname, flat=True))``. On PostgreSQL one statement
+    probing the field's index once per value (UNNEST, CROSS JOIN LATERAL ... LIMIT 1), the array sent in binary;
+    elsewhere, or where queries are logged, the queryset."""
+    connection = _connection(model)
+    field = model._meta.get_field(attname)
+    if not isinstance(field, Field):
+        raise ValueError(f"{model.__name__}.{attname} is not a field of its own")
+    if connection.vendor != "postgresql" or connection.queries_logged or type(field) not in _BINARY_SAFE:
+        return set(model._default_manager.filter(**{f"{attname}__in": list(values)})
+                   .values_list(attname, flat=True))
+    if not values:
+        return set()
+    quote = connection.ops.quote_name
+    column = quote(str(field.column))
+    sql = (f"SELECT t.v FROM UNNEST(%s::{field.db_type(connection)}[]) AS k (v) CROSS JOIN LATERAL "  # noqa: S608
+           f"(SELECT {column} AS v FROM {quote(model._meta.db_table)} WHERE {column} = k.v LIMIT 1) t")
+    prepare = preparer(field, connection)
+    return {value for (value,) in _run(connection, sql, [[prepare(value) for value in dict.fromkeys(values)]],
+                                       returning=True)}
