@@ -18,8 +18,9 @@ What it does:
 Output: progress on stderr; on stdout one summary line per target, starting with "outbox_drain <target>:", with
 events/s, seconds, the ratio to the anchor, and for the CRM whether the 60 s target (scaled to N) is met. Each line
 also gives the CPU time the receiving process used during the drain (Linux): on a shared machine the wall time
-depends on what else runs, the CPU time much less (events/cpu-s is the rate one free core would reach; the
-PostgreSQL server's own CPU is not in it).
+depends on what else runs, the CPU time much less (events/cpu-s is the rate one free core would reach). The
+PostgreSQL line adds the CPU time of the server's backends for the throwaway database when the server runs on this
+machine: the CRM waits for them, one batch at a time, so on an idle machine the drain takes about the sum of both.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -61,6 +63,7 @@ class Drained:
     requests: int
     failures: int
     server_cpu: float | None = None  # CPU seconds the receiving process used during the drain (Linux)
+    database_cpu: float | None = None  # CPU seconds its PostgreSQL backends used (a server on this machine)
 
     def rate(self, events: int) -> float:
         return events / self.seconds if self.seconds else float("inf")
@@ -153,13 +156,74 @@ def prepare_crm(database_url: str, workdir: Path) -> str:
 # ---- targets ------------------------------------------------------------------------------------------------------
 
 
+class BackendCpu:
+    """The CPU time the PostgreSQL backends serving the database at ``url`` use from start() to stop(), when the
+    server runs on this machine (Linux /proc): pg_stat_activity is read every half second for the backends of that
+    database, each one's CPU taken from /proc, less what it had used at start(). A backend that ends between two
+    reads loses its last half second; the server's shared processes (WAL writer, checkpointer) are not counted."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.replace("postgres://", "postgresql://", 1)
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.error: str | None = None
+
+    def start(self) -> None:
+        if urlsplit(self.url).hostname not in ("127.0.0.1", "localhost", "::1") or not Path("/proc/self/stat").exists():
+            self.error = "not a server on this machine"
+            return
+        self._read(starting=True)
+        self.thread = threading.Thread(target=self._run, name="backend-cpu", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(0.5):
+            self._read()
+
+    def _read(self, *, starting: bool = False) -> None:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=3) as db:
+                pids = [row[0] for row in db.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        except psycopg.Error as exc:
+            self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return
+        for pid in pids:
+            used = cpu_seconds(pid)
+            if used is None:
+                continue
+            self.first.setdefault(pid, used if starting else 0.0)
+            self.last[pid] = used
+
+    def stop(self) -> float | None:
+        if self.thread is None:
+            return None
+        self.stopping.set()
+        self.thread.join()
+        self._read()
+        if self.error is not None and not self.last:
+            return None
+        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+
+
 def timed_drain(pid: int, template: Path, workdir: Path, url: str, secret: str,
-                options: argparse.Namespace) -> Drained:
+                options: argparse.Namespace, database_url: str | None = None) -> Drained:
+    backends = BackendCpu(database_url) if database_url is not None else None
+    if backends is not None:
+        backends.start()
     before = cpu_seconds(pid)
-    drained = drain(template, workdir, url, secret, options.batch_size, options.timeout)
+    try:
+        drained = drain(template, workdir, url, secret, options.batch_size, options.timeout)
+    finally:
+        database_cpu = backends.stop() if backends is not None else None
     after = cpu_seconds(pid)
     if before is not None and after is not None:
         drained.server_cpu = after - before
+    drained.database_cpu = database_cpu
     return drained
 
 
@@ -183,7 +247,8 @@ def run_crm(label: str, database_url: str, count_stored: Callable[[], tuple[int,
     url = f"http://127.0.0.1:{port}"
     with serving(command, port, child_environment(database_url, SECRET_KEY), workdir / f"{label}.log") as crm:
         log(f"{label}: draining {options.events:,} events to {url} ...")
-        drained = timed_drain(crm.pid, template, workdir, url, secret, options)
+        postgres = database_url if database_url.startswith(("postgres://", "postgresql://")) else None
+        drained = timed_drain(crm.pid, template, workdir, url, secret, options, postgres)
     stored, failed = count_stored()
     return drained, stored, failed
 
@@ -242,7 +307,10 @@ def cpu_note(events: int, drained: Drained) -> str:
         return "cpu n/a"
     if drained.server_cpu < 0.1:  # below what /proc's clock ticks resolve well
         return "cpu <0.1s"
-    return f"cpu {drained.server_cpu:.1f}s = {events / drained.server_cpu:,.0f} events/cpu-s"
+    note = f"cpu {drained.server_cpu:.1f}s = {events / drained.server_cpu:,.0f} events/cpu-s"
+    if drained.database_cpu is not None:
+        note += f", its PostgreSQL backends {drained.database_cpu:.1f}s"
+    return note
 
 
 def anchor_line(events: int, drained: Drained, batch_size: int) -> str:
