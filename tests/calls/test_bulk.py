@@ -193,3 +193,22 @@ def test_present_says_which_values_some_row_has_as_the_queryset_does(logged):
     assert got == expected == {"present:0", "present:2"}
     assert bulk.present(ProcessedEvent, "event_id", []) == set()
     assert bulk.present(CallLeg, "call_id", [-1]) == set()
+
+
+@pytest.mark.parametrize("logged", [False, True], ids=["direct", "queries-logged"])
+def test_values_in_gives_the_values_list_of_the_queryset(alice, logged):
+    call, legs = _legs_and_calls(alice)
+    asked = [call.pk, -5, call.pk]
+    expected = sorted(CallLeg.objects.filter(call_id__in=asked).values_list("call_id", "id", "rang_at", "remote_name"))
+    if logged:  # Django's cursor, where queries are logged: the queryset itself
+        with CaptureQueriesContext(connection) as queries:
+            got = bulk.values_in(CallLeg, "call_id", asked, ("call_id", "id", "rang_at", "remote_name"))
+        assert len(queries) == 1
+    else:
+        got = bulk.values_in(CallLeg, "call_id", asked, ("call_id", "id", "rang_at", "remote_name"))
+    assert sorted(got) == expected == [(call.pk, legs[0].pk, WHEN, "Ω")]
+    assert [type(value) for value in got[0]] == [type(value) for value in expected[0]]
+    assert got[0][2].tzinfo is expected[0][2].tzinfo
+    assert bulk.values_in(CallLeg, "call_id", [], ("id",)) == []
+    with pytest.raises(ValueError, match="fields of its own"):
+        bulk.values_in(Call, "id", [call.pk], ("leg",))
