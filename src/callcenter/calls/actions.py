@@ -130,6 +130,11 @@ def receive_events(bridge: Bridge | None, events: Sequence[wire.Event]) -> Recei
             bulk.insert_values(ProcessedEvent, _PROCESSED_FIELDS, _processed_values(bridge, fresh))
         receipt.accepted += len(fresh)
         return receipt
+    except IntegrityError as exc:
+        # Another writer took a row of this batch first (two agents answering one ring-group call at once, the same
+        # events delivered twice at once): expected, settled row by row below, where a real failure is still logged.
+        log.info("batch of %d events met a concurrent writer (%s); applying them one by one", len(fresh),
+                 str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
     except Exception:  # noqa: BLE001 - retried event by event below, where a failure is recorded, not lost
         log.warning("batch of %d events failed as a whole; applying them one by one", len(fresh), exc_info=True)
     for event in fresh:
