@@ -625,6 +625,33 @@ async def test_every_resync_tells_the_crm_which_legs_the_pbx_still_has() -> None
         await sim.stop()
 
 
+async def test_a_call_answered_between_the_login_and_the_list_of_channels_is_announced(
+    pbx: SimulatedPBX, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """proof/bridge_kills found it: the phone rang while no bridge was there and was answered as the bridge logged
+    in, so the PBX reported the answer before its list of live channels; the call never reached the CRM."""
+    original = Session.a_events
+
+    async def answer_first(self: Session, msg: Any) -> Any:
+        pbx.answer("100")  # its events go out before the answer to Events, so before the CoreShowChannels list
+        return await original(self, msg)
+
+    monkeypatch.setattr(Session, "a_events", answer_first)
+    pbx.inbound_call(CALLER[0], "100", name=CALLER[1])
+    await pbx.wait_until(lambda: any(c.extension == "100" for c in pbx.channels()))
+    connector, sink = connector_for(pbx), Sink()
+    async with running(connector, sink):
+        [ringing] = sink.of(wire.CallRinging, extension="100")
+        [answered] = sink.of(wire.CallAnswered, extension="100")
+        assert (ringing.remote_number, ringing.direction) == (CALLER[0], wire.Direction.INBOUND)
+        assert answered.leg_id == ringing.leg_id
+        [listed] = sink.of(wire.LiveCalls)
+        assert listed.legs == (wire.LiveLeg(call_id=ringing.call_id, extension="100"),)
+        hangup = await connector.execute(wire.Hangup(command_id="h1", extension="100"))
+        assert hangup.ok, hangup.message
+        await until(lambda: bool(sink.of(wire.CallEnded, extension="100", reconciled=False)))
+
+
 async def test_a_leg_live_at_the_resync_is_listed_with_its_call(pbx: SimulatedPBX) -> None:
     connector, sink = connector_for(pbx, ping_interval=0.1, ping_timeout=0.2, retry_initial=0.05), Sink()
     async with running(connector, sink):

@@ -444,8 +444,12 @@ def test_unknown_events_responses_and_the_banner_cause_nothing(caplog: pytest.Lo
 def test_a_hangup_for_an_unknown_channel_is_logged_and_ignored(caplog: pytest.LogCaptureFixture) -> None:
     pbx = Pbx()
     with caplog.at_level(logging.INFO, logger="callcenter.bridge.ami"):
-        assert hangup(pbx, ALICE) == []
-    assert "Hangup for unknown channel PJSIP/100-00000002 (1700000000.2) ignored" in caplog.text
+        assert hangup(pbx, TRUNK) == []
+    assert "Hangup for unknown channel PJSIP/trunk-00000001 (1700000000.1) ignored" in caplog.text
+    assert pbx.translator.tracked_channels == 0
+    # An agent's channel first seen at its hang-up was in a call when the bridge logged in: announced as it ended
+    # (test_translate_join).
+    assert [type(e) for e in hangup(pbx, ALICE)] == [wire.CallRinging, wire.CallAnswered, wire.CallEnded]
 
 
 def test_events_missing_their_headers_are_skipped() -> None:

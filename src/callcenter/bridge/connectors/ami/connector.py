@@ -14,9 +14,11 @@ Rules
   processed against a stale list: a followed call that ended while the link was down is closed with
   ``CallEnded(reconciled=True)`` at the last moment the PBX was known alive, one answered meanwhile is announced
   answered, one that started ringing meanwhile is announced ringing, one first seen in the list (the bridge started
-  during it) is announced from the start Asterisk reports; channels that appeared after the list was asked for are
-  left alone. Then ``wire.LiveCalls`` lists the live legs: the CRM closes every other open leg of the followed
-  extensions, whatever this bridge remembers.
+  during it, or first reported by an event that came before the list) is announced from the start Asterisk reports;
+  channels first seen on this link are left alone (their own events, hang-up included, come on it). A call that is
+  live at the login is thus announced whatever the order of the PBX's events and its list. Then ``wire.LiveCalls``
+  lists the live legs: the CRM closes every other open leg of the followed extensions, whatever this bridge
+  remembers.
 - The last moment the PBX was known alive: the last bytes received from it while logged in with events on (a refused
   login says nothing of the calls), or the moment it closed such a connection;
   kept in ``alive_file`` (at most once a second, and when the link ends or the bridge stops) so that a bridge killed
@@ -370,6 +372,10 @@ class AmiConnector:
                                             "is Asterisk running with the manager enabled on that port?") from None
         # Calls that vanish from the PBX while the bridge could not see it ended, at the latest, when it last could.
         gone_at = self._alive_at if self._alive_at is not None else self._clock()
+        # Channels seen from now on are followed by their own events on this link (their hang-up will come on it,
+        # before or after the list of live channels): only those remembered from before need the list.
+        known_before = self._translator.tracked_uniqueids
+        self._translator.new_link()
         link = _Link(reader, writer)
         self._link = link
         reader_task = asyncio.create_task(self._read(link), name=f"ami-reader-{self.where}")
@@ -391,7 +397,7 @@ class AmiConnector:
             self._set_link(True, f"logged in to {banner} at {self.where} as {settings.username!r}")
             log.info("AMI link to %s up (%s)", self.where, banner)
             try:
-                await self._resync(link, gone_at)
+                await self._resync(link, gone_at, known_before)
             except _Failure as exc:  # the keep-alive decides whether the link is still usable
                 if not link.lost.done():
                     log.warning("resync with the PBX at %s failed: %s", self.where, exc.message)
@@ -631,9 +637,8 @@ class AmiConnector:
 
     # ---- resync after every (re)connect ------------------------------------------------------------------------
 
-    async def _resync(self, link: _Link, gone_at: float) -> None:
+    async def _resync(self, link: _Link, gone_at: float, known_before: frozenset[str]) -> None:
         for action, item in (("CoreShowChannels", "coreshowchannel"), ("Status", "status")):
-            known_before = self._translator.tracked_uniqueids
             try:
                 await self._request(action, link=link,
                                     on_complete=self._reconciler(item, known_before, gone_at))

@@ -45,6 +45,13 @@ Rules
 - Timestamps: the ``Timestamp`` header (``timestampevents=yes``), else the arrival time. A Timestamp that is not a
   sane event time (wire.time_problem: not a finite number, before 2000, more than a day ahead of this machine's
   clock) is replaced by the arrival time, with one warning line: the call goes on, with a time the CRM accepts.
+- Calls in progress when the bridge logs in: a channel first reported by an event other than ``Newchannel`` (the
+  PBX goes on reporting its calls between the login and its list of live channels, and may send events that
+  happened before the list after it) has no known start or direction: its item in the list adopts it as one first
+  seen there (``catch_up``). One that hangs up before a list told of it (first seen at its hang-up, even) is
+  announced as it ends, from when it was first seen. A channel that hung up never comes back on that connection: a
+  late event for it is ignored. So every followed call live at the login is announced, in whatever order the events
+  and the list come.
 - Event ids are stable: ``ami:<Linkedid>:<Uniqueid>:<kind>``, so the same capture translated twice gives the same
   ids and the CRM stores each event once.
 - Bad input never raises: malformed messages, unknown events, events for unknown channels and out-of-order events
@@ -349,7 +356,8 @@ class _Channel:
     rule: int = -2  # index of the matching ChannelRule; -1 none; -2 not checked yet
     agent_ext: str = ""  # the agent extension this channel belongs to (followed or not); '' = not an agent's
     leg: _Leg | None = None
-    announced: bool = False  # seen in a Newchannel event
+    announced: bool = False  # its start is accounted for: seen in a Newchannel event, or adopted from a list
+    seen_at: float = 0.0  # the time of the first event that told of it
     originated: bool = False  # created by an Originate (click-to-dial), not by a caller
     originate_number: str = ""  # the number our own Originate asked it to call
     self_linked: bool = False  # its Linkedid is its own Uniqueid: the first channel of its call
@@ -400,6 +408,8 @@ class Translator:
         self._dnd_checks: dict[str, None] = {}  # extensions whose DND state the PBX should be asked for
         self._unknown_names: set[str] = set()
         self.pbx_time = 0.0  # the latest PBX Timestamp seen
+        self._now = 0.0  # the time of the message being handled (a new channel's ``seen_at``)
+        self._hung_up: dict[str, None] = {}  # Uniqueids of the channels hung up lately: no late event revives one
         self._handlers: dict[str, Handler] = {
             "newchannel": self._on_newchannel,
             "newstate": self._on_newstate,
@@ -442,6 +452,7 @@ class Translator:
             return []
         headers = _headers(message)
         when, stamp = self._when(headers, arrival_time, message.name)
+        self._now = when
         out: list[wire.Event] = []
         handler(headers, when, stamp, out)
         return out
@@ -488,6 +499,11 @@ class Translator:
             self._forget(channel)
         return out
 
+    def new_link(self) -> None:
+        """A new connection to the PBX begins: the channels that hung up are no longer remembered as such (a late
+        event only ever comes on the same connection, and a restarted PBX may give its new channels their ids)."""
+        self._hung_up.clear()
+
     def live_legs(self) -> list[tuple[str, str]]:
         """``(call_id, extension)`` of every leg not ended, for the CRM's ``LiveCalls`` after a resync."""
         return sorted({
@@ -505,6 +521,7 @@ class Translator:
         h = _headers(snapshot)
         uniqueid = h.get("uniqueid", "").strip()
         known = uniqueid in self._channels
+        self._now = now
         channel = self._channel(h, "", snapshot.name or "CoreShowChannel", create=True)
         out: list[wire.Event] = []
         if channel is None:
@@ -515,7 +532,11 @@ class Translator:
             if bridge:
                 self._bridges.setdefault(bridge, set()).add(channel.uniqueid)
                 channel.bridge = bridge
-        if not known:
+        if not known or (not channel.announced and not channel.originated and channel.leg is not None
+                         and channel.leg.state is LegState.NEW):
+            # First seen in this list, or first seen in the middle of its call by an event that came before the
+            # list (the bridge logged in during the call, and the PBX went on reporting it meanwhile): the events
+            # seen so far tell nothing of its start or its direction; the list does.
             channel.announced = True
             self._adopt(channel, h, now, out)
             return out
@@ -567,6 +588,23 @@ class Translator:
                 self._fire(leg, Trigger.ANSWER, started, out)
             elif channel.state in (STATE_DOWN, STATE_RINGING):
                 self._fire(leg, Trigger.ALERT, started, out)
+
+    def _adopt_ended(self, channel: _Channel, when: float, out: list[wire.Event]) -> None:
+        """A leg first seen in the middle of its call (the bridge logged in during it) that ends before a list of
+        live channels told more of it: announced from what its events said, from when it was first seen, so that a
+        call live when the bridge (re)connected is never lost, whatever the order of the PBX's events and its list.
+        An agent's channel that started its own call and talked, or went to a number, is its outgoing call,
+        answered if it was Up."""
+        leg = channel.leg
+        assert leg is not None
+        dialled = bool(channel.first_exten) and channel.first_exten != channel.agent_ext
+        outgoing = leg.direction == "out" or (channel.self_linked and (channel.talked_with is not None or dialled))
+        channel.announced = True
+        started = min(channel.seen_at or when, when)
+        self._adopt(channel, {"application": "Dial"} if outgoing else {}, started, out)
+        if outgoing and leg.state is LegState.RINGING and (channel.talked_with is not None
+                                                           or channel.state == STATE_UP):
+            self._fire(leg, Trigger.ANSWER, started, out)
 
     def note_dnd(self, extension: str, dnd: bool, now: float, device_state: str = "") -> list[wire.Event]:
         """What the PBX answered when asked about an extension's DND (e.g. ``DBGet DND/<ext>``: found ``YES`` or not
@@ -761,7 +799,7 @@ class Translator:
         if linkedid and len(linkedid) > _MAX_ID:
             linkedid = ""
         if channel is None:
-            if not create:
+            if not create or uniqueid in self._hung_up:
                 return None
             if not name:
                 log.warning("%s for channel %s without a channel name skipped", event, uniqueid)
@@ -808,7 +846,7 @@ class Translator:
                 len(self._channels), oldest.name, oldest.linkedid,
             )
             self._forget(oldest)
-        channel = _Channel(uniqueid=uniqueid, name=name, linkedid=linkedid)
+        channel = _Channel(uniqueid=uniqueid, name=name, linkedid=linkedid, seen_at=self._now)
         if uniqueid in self._expected_originates:
             channel.originate_number = self._expected_originates.pop(uniqueid)
             channel.originated = True
@@ -1221,17 +1259,31 @@ class Translator:
     def _on_hangup(self, h: dict[str, str], when: float, stamp: str, out: list[wire.Event]) -> None:
         channel = self._channel(h, "", "Hangup", create=False)
         if channel is None:
+            # Unknown: a channel that was live when the bridge logged in and that hung up before anything (the list
+            # of live channels included) told of it. An agent's leg is announced from the hang-up's own snapshot.
             uniqueid = h.get("uniqueid", "")
-            log.info("Hangup for unknown channel %s (%s) ignored", h.get("channel", "?")[:80], uniqueid[:_MAX_ID])
-            return
+            channel = self._channel(h, "", "Hangup", create=True)
+            if channel is None or channel.leg is None:
+                if channel is not None:
+                    self._forget(channel)
+                log.info("Hangup for unknown channel %s (%s) ignored", h.get("channel", "?")[:80],
+                         uniqueid[:_MAX_ID])
+                return
+            log.info("Hangup of %s (%s), unknown until now: its call is announced as it ended", channel.name,
+                     channel.uniqueid)
         cause = max(_to_int(h.get("cause"), 0), 0)
         self._end_signal(channel, cause)
         leg = channel.leg
+        if leg is not None and leg.state is LegState.NEW and not channel.announced and not channel.originated:
+            self._adopt_ended(channel, when, out)
         if leg is not None:
             leg.cause = cause
             leg.cause_text = h.get("cause-txt", "").strip()
             self._fire(leg, Trigger.END, when, out)
         self._forget(channel)
+        self._hung_up[channel.uniqueid] = None
+        if len(self._hung_up) > self.config.max_channels:
+            del self._hung_up[next(iter(self._hung_up))]
 
     def _on_blind_transfer(self, h: dict[str, str], when: float, stamp: str, out: list[wire.Event]) -> None:
         if h.get("result", "").strip().lower() != "success":
