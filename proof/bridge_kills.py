@@ -19,9 +19,11 @@ Checked: lost = events in any post-kill outbox that the CRM never stored, plus e
 (an event the bridge delivered is in the CRM by definition); duplicated = call rows beyond one per leg the PBX rang,
 or rows of no such leg; open-after = call rows or CRM legs not ended once the PBX is idle and the bridge has
 delivered (the reconciliation after each restart, LiveCalls, closes the legs of calls that ended while it was dead);
-no event failed. All must be 0. Printed beside them: kills, calls, events stored, and how many of the PBX's legs no
-bridge ever saw (rang and ended while it was dead: the bridge cannot know of them; any other unseen leg is named
-as "unexplained").
+no event failed; unexplained = legs the PBX rang that the CRM has no row for although they did not ring and end
+within a down time (give or take SLACK_S): a call live when the bridge logs in is announced by its catch-up,
+whatever the order of the PBX's events and its list of live channels; each is named in the log. All must be 0.
+Printed beside them: kills, calls, events stored, and how many of the PBX's legs no bridge ever saw (rang and ended
+while it was dead: the bridge cannot know of them).
 """
 
 from __future__ import annotations
@@ -109,10 +111,11 @@ def run(options: argparse.Namespace, results: Results, workdir: Path) -> None:
             f"{leg.rang_at - killed:+.2f} s and hung up at {ended} from the nearest kill; that bridge was back at "
             f"{back - killed:+.2f} s")
     ok = (not lost_events and seen.duplicated == 0 and seen.open_after == 0 and seen.failed_events == 0
-          and len(down) == kills)
+          and not unexplained and len(down) == kills)
     results.add(
         f"bridge SIGKILLed {kills} times under load ({options.rate:g} calls/s over a real AMI link), restarted each "
-        "time: nothing accepted is lost, nothing stored twice, no call left open",
+        "time: nothing accepted is lost, nothing stored twice, no call left open, every call live at a restart "
+        "stored",
         f"kills {len(down)}, calls {calls:,}, events {len(stored):,}, lost {len(lost_events)} (of {len(pending):,} "
         f"waiting in an outbox at a kill), duplicated {seen.duplicated}, open-after {seen.open_after}, failed "
         f"{seen.failed_events}, dead letters {len(dead)}; PBX legs {seen.pbx_legs:,}: stored {seen.stored:,}, "
