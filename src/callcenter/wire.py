@@ -340,13 +340,19 @@ def time_problem(seconds: float, now: float, what: str = "occurred_at") -> str:
 
 def check_event(event: Event, now: float, encoded: bytes | None = None) -> None:
     """Raise WireError saying what is wrong with ``event`` beyond its schema: a time out of range (time_problem) or a
-    NUL character in a text (no database stores one). ``encoded`` is wire.encode(event), when the caller has it."""
-    for name in _TIME_FIELDS:
-        value = getattr(event, name, None)
-        if value is not None:
-            problem = time_problem(value, now, name)
-            if problem:
-                raise WireError(problem)
+    NUL character in a text (no database stores one). ``encoded`` is wire.encode(event), when the caller has it.
+    (On the outbox's path for every event: the common case is two comparisons and one search.)"""
+    when = event.occurred_at
+    try:
+        sane = EARLIEST_TIME <= when <= now + MAX_AHEAD  # NaN fails this too
+    except TypeError:  # a Struct built in Python with something else than a number
+        sane = False
+    if not sane:
+        raise WireError(time_problem(when, now) or f"occurred_at {when!r} is not a number of seconds")
+    if isinstance(event, LiveCalls):
+        problem = time_problem(event.gone_at, now, "gone_at")
+        if problem:
+            raise WireError(problem)
     if b"\\u0000" in (encoded if encoded is not None else encode(event)):
         raise WireError("a text field contains a NUL character (\\u0000); remove it")
 
@@ -356,6 +362,19 @@ def checked_event(encoded: bytes, now: float) -> Event:
     event = decode_event(encoded)
     check_event(event, now, encoded)
     return event
+
+
+_events_decoder: msgspec.json.Decoder[list[Event]] = msgspec.json.Decoder(list[Event])
+
+
+def all_valid(encoded: list[bytes]) -> bool:
+    """Whether every one of ``encoded`` (wire.encode of events) passes the schema with all its bounds: one decode for
+    them all, the cheap check of many events (times and NUL characters are check_event's)."""
+    try:
+        events = _events_decoder.decode(b"[" + b",".join(encoded) + b"]")
+    except (msgspec.MsgspecError, UnicodeDecodeError):
+        return False
+    return all(event.v <= SCHEMA_VERSION for event in events)
 
 
 def _bound(value: Any, info: msgspec.inspect.Type, now: float, name: str) -> Any:

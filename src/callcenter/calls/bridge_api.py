@@ -36,7 +36,11 @@ _MAX_BRIDGE_ID: Final = 200
 
 
 def error(status: int, error_id: str, message: str, **details: object) -> JsonResponse:
-    return JsonResponse({"error_id": error_id, "message": message, "details": details}, status=status)
+    response = JsonResponse({"error_id": error_id, "message": message, "details": details}, status=status)
+    # This module logs its own line for a refusal, saying why; Django's "Unauthorized: /bridge/v1/events" would be
+    # a second line for the same request (django.utils.log.log_response skips a response marked so).
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
 
 
 def authenticate(request: HttpRequest, body: bytes) -> Bridge:
@@ -66,7 +70,9 @@ def events(request: HttpRequest) -> HttpResponse:
     try:
         body = request.body
     except RequestDataTooBig:
-        return error(413, "too_large", f"a batch may have at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+        message = f"a batch may have at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
+        log.warning("bridge request refused from %s: %s", _client(request), message)
+        return error(413, "too_large", message)
     try:
         bridge = authenticate(request, body)
     except wire.AuthError as exc:
