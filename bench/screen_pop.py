@@ -96,6 +96,25 @@ class AgentLogin:
     session_key: str
 
 
+def agent_login(username: str, extension: str) -> AgentLogin:
+    """An agent (a resource with the Call Center on and new-call notification) and a session for it made with
+    Django's session engine, as the login form would make it. Django must be set up."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from callcenter.resources.actions import ensure_resource
+
+    resource = ensure_resource(username, first_name="Πράκτορας", last_name=extension, extension=extension,
+                               options={"cc_active": True, "notify_new_call": True})
+    store = SessionStore()
+    store[SESSION_KEY] = str(resource.user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = resource.user.get_session_auth_hash()
+    store.create()
+    assert store.session_key is not None
+    return AgentLogin(extension, resource.pk, store.session_key)
+
+
 def prepare_crm(database: Path, workdir: Path, agents: int, contact_numbers: Sequence[str]) -> list[AgentLogin]:
     """Migrate; the settings, agents and contacts through the product's actions; the bridge `demo` (its secret in
     workdir); one session per agent. Returns the agents' logins."""
@@ -104,8 +123,6 @@ def prepare_crm(database: Path, workdir: Path, agents: int, contact_numbers: Seq
     import django
 
     django.setup()
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
     from django.core.management import call_command
     from django.db import connections, transaction
 
@@ -114,7 +131,7 @@ def prepare_crm(database: Path, workdir: Path, agents: int, contact_numbers: Seq
     from callcenter.activities.models import ActivityKind
     from callcenter.contacts.actions import MatchRules, create_contact
     from callcenter.crm import demo
-    from callcenter.resources.actions import ensure_resource, update_call_center_settings
+    from callcenter.resources.actions import update_call_center_settings
     from callcenter.resources.models import PhoneSystem
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -125,15 +142,7 @@ def prepare_crm(database: Path, workdir: Path, agents: int, contact_numbers: Seq
                                     incoming_activity_type=phone_call, outgoing_activity_type=phone_call,
                                     default_activity_type=phone_call, phone_region="GR")
         for index, extension in enumerate(extensions(agents)):
-            resource = ensure_resource(f"agent{index + 1:03d}", first_name="Πράκτορας", last_name=extension,
-                                       extension=extension, options={"cc_active": True, "notify_new_call": True})
-            store = SessionStore()
-            store[SESSION_KEY] = str(resource.user.pk)
-            store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-            store[HASH_SESSION_KEY] = resource.user.get_session_auth_hash()
-            store.create()
-            assert store.session_key is not None
-            logins.append(AgentLogin(extension, resource.pk, store.session_key))
+            logins.append(agent_login(f"agent{index + 1:03d}", extension))
         rules = MatchRules.current()
         names = [spec for spec in demo.generated_contacts(min(len(contact_numbers), 500))]
         for index, number in enumerate(contact_numbers):

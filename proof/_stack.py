@@ -31,7 +31,6 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 
 from bench._common import PostgresUnreachable, fmt_ms, percentile, throwaway_postgres
 from tests.live.labs import free_tcp_port, reap_all, spawn, stop_process, wait_until
+from tests.live.stack import BridgeControlPort
 
 __all__ = ["PostgresUnreachable", "fmt_ms", "free_tcp_port", "percentile", "wait_until"]
 
@@ -197,7 +197,25 @@ def established_to(port: int) -> int:
     return count
 
 
-class CrmServer:
+class _Child:
+    """A child process of the proof: killed without any clean-up, or stopped (SIGTERM, then SIGKILL after
+    ``grace`` seconds)."""
+
+    process: subprocess.Popen[bytes] | None = None
+    grace: float = 15
+
+    def kill(self) -> None:
+        """SIGKILL, and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        stop_process(self.process)
+
+    def stop(self) -> None:
+        stop_process(self.process, grace=self.grace)
+
+
+class CrmServer(_Child):
     """`callcenter serve` on 127.0.0.1:``port`` for ``db`` (the same port across restarts)."""
 
     def __init__(self, db: Database, workdir: Path, *, label: str = "crm", port: int | None = None,
@@ -228,23 +246,16 @@ class CrmServer:
         wait_until(up, f"the CRM ({self.label}) to listen on port {self.port}", timeout=timeout, interval=0.01)
         return time.time()
 
-    def kill(self) -> None:
-        """SIGKILL: no clean-up of any kind."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        stop_process(self.process)
-
-    def stop(self) -> None:
-        stop_process(self.process, grace=15)
 
 
 # ---- the bridge ---------------------------------------------------------------------------------------------------
 
 
-class BridgeProcess:
+class BridgeProcess(_Child, BridgeControlPort):
     """`callcenter bridge run` with its settings file (following every 3-digit extension of the PBX at
     ``ami_port``, delivering to the CRM at ``crm_port``), data (outbox, logs) and output in ``workdir``."""
+
+    grace = 30.0  # its final delivery of the outbox may take a while
 
     def __init__(self, workdir: Path, *, crm_port: int, secret_file: Path, ami_port: int, ami_secret: str) -> None:
         self.port = free_tcp_port()
@@ -296,31 +307,6 @@ class BridgeProcess:
         wait_until(connected, "the bridge to connect to the PBX", timeout=timeout, interval=0.02, detail=self.output)
         return time.time()
 
-    def kill(self) -> None:
-        """SIGKILL, and reap it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        stop_process(self.process)
-
-    def stop(self) -> None:
-        stop_process(self.process, grace=30)
-
-    def _get(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as answer:  # noqa: S310
-            return str(answer.read().decode())
-
-    def health(self) -> dict[str, Any]:
-        return dict(json.loads(self._get("/health")))
-
-    def metrics(self) -> dict[str, float]:
-        values: dict[str, float] = {}
-        for line in self._get("/metrics").splitlines():
-            if line and not line.startswith("#") and "{" not in line:
-                name, _, value = line.partition(" ")
-                with contextlib.suppress(ValueError):
-                    values[name] = float(value)
-        return values
 
     def output(self) -> str:
         parts = [self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""]

@@ -43,7 +43,7 @@ from proof import _stack
 from proof._stack import BridgeProcess, CrmServer, Database, PbxThread, Results, fmt_ms, log, percentile
 
 sys.path.insert(0, str(_stack.ROOT / "bench"))
-from screen_pop import AgentLogin, Screen  # noqa: E402 - bench/ is not a package; its client is reused
+from screen_pop import AgentLogin, Screen, agent_login  # noqa: E402 - bench/ is not a package; its client is reused
 
 NAME = "scale_out"
 RATE = 10.0
@@ -72,25 +72,13 @@ def make_agents(db: Database, count: int) -> list[AgentLogin]:
     import django
 
     django.setup()
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
     from django.db import connections, transaction
-
-    from callcenter.resources.actions import ensure_resource
 
     logins = []
     with transaction.atomic():
         for index in range(count):
             extension = str(FIRST_EXTENSION + index)
-            resource = ensure_resource(f"scale{extension}", first_name="Πράκτορας", last_name=extension,
-                                       extension=extension, options={"cc_active": True, "notify_new_call": True})
-            store = SessionStore()
-            store[SESSION_KEY] = str(resource.user.pk)
-            store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-            store[HASH_SESSION_KEY] = resource.user.get_session_auth_hash()
-            store.create()
-            assert store.session_key is not None
-            logins.append(AgentLogin(extension, resource.pk, store.session_key))
+            logins.append(agent_login(f"scale{extension}", extension))
     connections.close_all()
     return logins
 

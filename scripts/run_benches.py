@@ -31,12 +31,12 @@ def discover(only: list[str]) -> list[Path]:
     return scripts
 
 
-def run_one(script: Path, extra: list[str]) -> tuple[int, list[str], float]:
-    """Run ``script``, echoing its output live; returns (exit code, its stdout lines, seconds)."""
+def run_child(argv: list[str], cwd: Path) -> tuple[int, list[str], float]:
+    """Run ``argv`` (a benchmark or a proof module), echoing its output live; (exit code, stdout lines, seconds).
+    A SIGTERM is passed on to it, and after a Ctrl-C (which it gets too) it is waited for, so it cleans up (drops its
+    databases, stops its children) before this runner goes."""
     started = time.monotonic()
-    child = subprocess.Popen(
-        [sys.executable, str(script), *extra], stdout=subprocess.PIPE, text=True, cwd=BENCH_DIR.parent
-    )
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=cwd)
     previous = signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
     lines: list[str] = []
     try:
@@ -47,11 +47,16 @@ def run_one(script: Path, extra: list[str]) -> tuple[int, list[str], float]:
                 lines.append(line.rstrip("\n"))
         code = child.wait()
     except KeyboardInterrupt:
-        child.wait()  # the benchmark got the same Ctrl-C; let it clean up (drop its databases) first
+        child.wait()
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     return code, lines, time.monotonic() - started
+
+
+def run_one(script: Path, extra: list[str]) -> tuple[int, list[str], float]:
+    """Run the benchmark ``script``; see run_child."""
+    return run_child([sys.executable, str(script), *extra], BENCH_DIR.parent)
 
 
 def main(argv: list[str] | None = None) -> int:

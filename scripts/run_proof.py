@@ -16,12 +16,11 @@ databases) before this exits.
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
+
+from scripts.run_benches import run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 PROOF_DIR = ROOT / "proof"
@@ -65,25 +64,7 @@ def print_table(rows: list[tuple[str, str, str, str]], limits: tuple[int, ...] =
 
 def run_one(name: str, extra: list[str]) -> tuple[int, list[str], float]:
     """Run ``python -m proof.<name>``, echoing its output live; returns (exit code, its stdout lines, seconds)."""
-    started = time.monotonic()
-    child = subprocess.Popen(
-        [sys.executable, "-m", f"proof.{name}", *extra], stdout=subprocess.PIPE, text=True, cwd=ROOT
-    )
-    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
-    lines: list[str] = []
-    try:
-        assert child.stdout is not None
-        for line in child.stdout:
-            print(line, end="", flush=True)
-            if line.strip():
-                lines.append(line.rstrip("\n"))
-        code = child.wait()
-    except KeyboardInterrupt:
-        child.wait()  # the module got the same Ctrl-C (same process group); let it clean up first
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return code, lines, time.monotonic() - started
+    return run_child([sys.executable, "-m", f"proof.{name}", *extra], ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -148,7 +148,30 @@ class LiveCrm:
                           interval=0.2, detail=lambda: "\n".join(map(repr, self.calls())))
 
 
-class LiveBridge:
+class BridgeControlPort:
+    """What a test reads from a running bridge's control port (``self.port``): /health and /metrics."""
+
+    port: int
+
+    def _get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as answer:  # noqa: S310
+            return str(answer.read().decode())
+
+    def health(self) -> dict[str, Any]:
+        return dict(json.loads(self._get("/health")))
+
+    def metrics(self) -> dict[str, float]:
+        """The unlabelled samples, by name."""
+        values: dict[str, float] = {}
+        for line in self._get("/metrics").splitlines():
+            if line and not line.startswith("#") and "{" not in line:
+                name, _, value = line.partition(" ")
+                with contextlib.suppress(ValueError):
+                    values[name] = float(value)
+        return values
+
+
+class LiveBridge(BridgeControlPort):
     """``callcenter bridge run`` for ``lab`` and ``crm``, with its settings file, data and logs in ``directory``."""
 
     def __init__(self, directory: Path, lab: PjsipLab | LocalLab, crm: LiveCrm, *,
@@ -195,21 +218,6 @@ class LiveBridge:
 
         wait_until(connected, "the bridge to connect to the PBX", timeout=90, interval=0.2, detail=self.output)
         return self
-
-    def _get(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as answer:  # noqa: S310
-            return str(answer.read().decode())
-
-    def health(self) -> dict[str, Any]:
-        return dict(json.loads(self._get("/health")))
-
-    def metrics(self) -> dict[str, float]:
-        values: dict[str, float] = {}
-        for line in self._get("/metrics").splitlines():
-            if line and not line.startswith("#") and "{" not in line:
-                name, _, value = line.partition(" ")
-                values[name] = float(value)
-        return values
 
     def output(self) -> str:
         parts = [self.log.read_text(errors="replace") if self.log.exists() else ""]
