@@ -6,9 +6,11 @@ queue for ``--down`` seconds (so the back-off reaches its cap), the CRM is start
 figures: from the moment the CRM answers again (its first 200 on GET /bridge/v1/health, polled by this script every
 20 ms) to the first event confirmed -- the bridge's part -- and from the moment it accepts TCP connections (a freshly
 started CRM takes about a second more to answer its first request) to the first event confirmed.
-``--legacy`` measures the deliverer as it was before (back-off cap 30 s, no probe) for comparison.
+The anchor, measured in the same run after the product's trials: the deliverer as it was before issue 11 (back-off
+capped at 30 s, no health probe), the same trials (``--no-anchor`` skips it).
 
-Prints one summary line on stdout: median and worst seconds over ``--trials``.
+Prints on stdout one summary line for each (median and worst seconds over ``--trials``) and the anchor/product
+ratio of the medians.
 """
 
 from __future__ import annotations
@@ -93,11 +95,12 @@ def stop_crm(child: subprocess.Popen[bytes]) -> None:
         child.wait()
 
 
-async def trials(options: argparse.Namespace, workdir: Path) -> list[tuple[float, float]]:
+async def trials(options: argparse.Namespace, workdir: Path, *, anchor: bool) -> list[tuple[float, float]]:
     from callcenter.bridge import synthetic
     from callcenter.bridge.delivery import Deliverer
     from callcenter.bridge.outbox import Outbox
 
+    workdir.mkdir(parents=True, exist_ok=True)
     database_url = f"sqlite:///{workdir / 'crm.sqlite3'}"
     log("migrate, add-bridge ...")
     secret = await asyncio.to_thread(prepare, database_url, workdir)
@@ -105,7 +108,7 @@ async def trials(options: argparse.Namespace, workdir: Path) -> list[tuple[float
     url = f"http://127.0.0.1:{port}"
     outbox = Outbox(workdir / "outbox.sqlite3")
     await outbox.start()
-    legacy = {"backoff_cap": 30.0, "probe_every": None} if options.legacy else {}
+    legacy = {"backoff_cap": 30.0, "probe_every": None} if anchor else {}
     deliverer = Deliverer(outbox, url, "office", secret, **legacy)  # type: ignore[arg-type]
     events = synthetic.traffic(options.trials * 10 + 10, prefix=f"recovery{int(time.time())}")
     figures: list[tuple[float, float]] = []
@@ -139,21 +142,32 @@ async def trials(options: argparse.Namespace, workdir: Path) -> list[tuple[float
     return figures
 
 
+def summary(name: str, figures: list[tuple[float, float]], options: argparse.Namespace, what: str) -> float:
+    answered = [bridge for bridge, _total in figures]
+    listened = [total for _bridge, total in figures]
+    print(f"crm_recovery {name}: first delivery {statistics.median(answered):.2f} s (median), {max(answered):.2f} s "
+          f"(worst) after the CRM answers again; {statistics.median(listened):.2f} s / {max(listened):.2f} s after it "
+          f"listens; {len(figures)} trials, {options.down:g} s down each; {what}", flush=True)
+    return statistics.median(answered)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--down", type=float, default=8.0, help="seconds the CRM stays down in each trial")
-    parser.add_argument("--legacy", action="store_true", help="back-off cap 30 s and no health probe (as before)")
+    parser.add_argument("--no-anchor", action="store_true",
+                        help="skip the anchor (the deliverer as before: back-off cap 30 s, no health probe)")
     options = parser.parse_args()
     _common.interrupt_on_signals()
     with tempfile.TemporaryDirectory(prefix="crm-recovery-") as directory:
-        figures = asyncio.run(trials(options, Path(directory)))
-    what = "legacy (cap 30 s, no probe)" if options.legacy else "cap 5 s, health probe every 0.3 s"
-    answered = [bridge for bridge, _total in figures]
-    listened = [total for _bridge, total in figures]
-    print(f"crm_recovery: first delivery {statistics.median(answered):.2f} s (median), {max(answered):.2f} s (worst) "
-          f"after the CRM answers again; {statistics.median(listened):.2f} s / {max(listened):.2f} s after it "
-          f"listens; {len(figures)} trials, {options.down:g} s down each; {what}")
+        product = asyncio.run(trials(options, Path(directory) / "product", anchor=False))
+    product_median = summary("product", product, options, "back-off cap 5 s, health probe every 0.3 s")
+    if options.no_anchor:
+        return 0
+    with tempfile.TemporaryDirectory(prefix="crm-recovery-anchor-") as directory:
+        before = asyncio.run(trials(options, Path(directory) / "anchor", anchor=True))
+    anchor_median = summary("anchor", before, options, "the deliverer before issue 11: back-off cap 30 s, no probe")
+    print(f"crm_recovery ratio: anchor/product {anchor_median / max(product_median, 0.001):.0f}x (medians)")
     return 0
 
 
